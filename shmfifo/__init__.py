@@ -1,0 +1,23 @@
+"""shmfifo: a named, bounded, crash-safe inter-process FIFO on POSIX shared memory.
+
+The lab's exported symbols, as a Python API::
+
+    import shmfifo
+    with shmfifo.serve("lab"):                 # or run `shmfifo fifo --name lab`
+        with shmfifo.attach("lab") as q:       # in any process
+            q.put("a")
+            assert q.get() == "a"
+"""
+
+from .daemon import FifoDaemon, StopReport, serve
+from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClosed, FifoExists,
+                     FifoNotFound, Full, ItemTooLarge, NoFreeEntry, ShmfifoError, Stopped,
+                     UsageError)
+from .names import DEFAULT_NAME
+from .ring import Fifo, Message, attach
+
+__all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DEFAULT_NAME",
+           "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
+           "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "Stopped",
+           "NoFreeEntry", "Full", "Empty"]
+__version__ = "0.1.0"

@@ -1,0 +1,367 @@
+"""The ``shmfifo`` command: one command with subcommands, like ``ip`` or ``systemctl``.
+
+    shmfifo fifo [--name NAME] [--size N] ...        run a FIFO daemon   (insmod fifo.ko)
+    shmfifo producer [--fifo NAME] item=a rate=5     run a producer      (insmod producer.ko)
+    shmfifo consumer [--fifo NAME] rate=2            run a consumer      (insmod consumer.ko)
+    shmfifo status [NAME] [--json] [--watch]         what runs           (lsmod, /sys/module)
+    shmfifo set NAME PID rate=R                      change a rate       (writable parameter)
+    shmfifo clean NAME                               remove a dead FIFO's names
+    shmfifo demo                                     a 10-second demo on defaults
+
+Exit codes: 0 success, 1 runtime error, 2 usage error, 3 FIFO not found (or its daemon is
+not running). Stop any process with kill (SIGTERM) or Ctrl-C (SIGINT): it exits 0.
+"""
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+
+from . import __version__, log as logs, names
+from .errors import (CorruptSegment, FifoExists, FifoNotFound, ItemTooLarge, ShmfifoError,
+                     UsageError)
+from .pacing import parse_rate
+
+__all__ = ["main", "run", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_FOUND"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+
+EXIT_CODES = """exit codes:
+  0  success (also after a stop by SIGTERM or SIGINT)
+  1  runtime error (for example a daemon of that name already runs)
+  2  usage error (bad argument, item too large, bad name)
+  3  FIFO not found, or its daemon is not running"""
+
+
+class _Usage(Exception):
+    """A command-line mistake: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _Usage(message)
+
+
+def _positive_int(arg):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(
+                f"--{arg}: {text!r} is not allowed; use a whole number of 1 or more")
+        return value
+    return parse
+
+
+def _seconds(arg):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (value >= 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(
+                f"--{arg}: {text!r} is not allowed; use a number of seconds, 0 or more")
+        return value
+    return parse
+
+
+def _rate(text):
+    try:
+        return parse_rate(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _name(text):
+    try:
+        return names.validate(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _mode(text):
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(
+            f"--mode: {text!r} is not allowed; use octal permissions such as 600 or 660")
+    return value
+
+
+def _add_verbosity(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_const", const=logs.VERBOSE,
+                   dest="verbosity", default=logs.NORMAL, help="log every put and take")
+    g.add_argument("-q", "--quiet", action="store_const", const=logs.QUIET, dest="verbosity",
+                   help="log only warnings and errors")
+
+
+def build_parser():
+    parser = _Parser(
+        prog="shmfifo",
+        description="A named, bounded, crash-safe FIFO between processes, on POSIX shared "
+                    "memory and semaphores: the producer-consumer kernel-module lab, in user "
+                    "space.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"shmfifo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("fifo", help="run a FIFO daemon in the foreground (insmod fifo.ko)",
+                       formatter_class=fmt, epilog=EXIT_CODES,
+                       description="Create the FIFO (a shared-memory ring and the semaphores "
+                                   "empty, fill, mutex) and keep it consistent until SIGTERM or "
+                                   "Ctrl-C; then producers stop, consumers drain, and every "
+                                   "name is removed. A FIFO whose daemon died is adopted with "
+                                   "its items.")
+    p.add_argument("--name", type=_name, default=names.DEFAULT_NAME,
+                   help=f"FIFO name (default: {names.DEFAULT_NAME})")
+    p.add_argument("--size", type=_positive_int("size"), default=None,
+                   help="capacity in items (default: 32)")
+    p.add_argument("--item-size", type=_positive_int("item-size"), default=None,
+                   help="largest item in bytes, after encoding (default: 128)")
+    p.add_argument("--max-clients", type=_positive_int("max-clients"), default=None,
+                   help="most producers and consumers attached at once (default: 32)")
+    p.add_argument("--batch", type=_positive_int("batch"), default=None,
+                   help="largest get_many batch (default: the size, at most 64)")
+    p.add_argument("--split-locks", action="store_true", default=None,
+                   help="separate put and take locks instead of the lab's single mutex "
+                        "(faster: producers and consumers no longer contend)")
+    p.add_argument("--mode", type=_mode, default=0o600,
+                   help="permissions of the POSIX objects, octal (default: 600, owner only; "
+                        "660 shares with the group)")
+    p.add_argument("--keep", action="store_true",
+                   help="on stop, leave the segment and semaphores with their items for a "
+                        "later daemon to adopt, instead of draining and removing them")
+    p.add_argument("--drain-timeout", type=_seconds("drain-timeout"), default=5.0,
+                   help="on stop, how long consumers may drain what is left (default: 5)")
+    p.add_argument("--kill-stopped", type=_seconds("kill-stopped"), default=None,
+                   metavar="SECONDS",
+                   help="SIGKILL a stopped (SIGSTOP) client that blocks a recovery for this "
+                        "long (default: only report it)")
+    p.add_argument("--no-recovery", action="store_true", help=argparse.SUPPRESS)
+    _add_verbosity(p)
+
+    for role in ("producer", "consumer"):
+        lab = "insmod producer.ko item=a rate=5" if role == "producer" else \
+            "insmod consumer.ko rate=2"
+        p = sub.add_parser(role, formatter_class=fmt, epilog=EXIT_CODES,
+                           help=f"run a {role} ({lab.split()[1]})",
+                           description=f"Attach to a FIFO by name and "
+                           f"{'put ITEM' if role == 'producer' else 'take items'} at RATE items "
+                           f"per second until stopped (SIGTERM or Ctrl-C). Parameters are "
+                           f"written as insmod writes them ({lab.split(' ', 2)[2]}) or as "
+                           f"options; rate is a positive number (fractions allowed) or "
+                           f"'max'.")
+        p.add_argument("params", nargs="*", metavar="PARAM=VALUE",
+                       help="item=VALUE, rate=R, count=N" if role == "producer" else
+                       "rate=R, count=N")
+        p.add_argument("--fifo", type=_name, default=names.DEFAULT_NAME,
+                       help=f"FIFO name (default: {names.DEFAULT_NAME})")
+        if role == "producer":
+            p.add_argument("--item", default=None, help="the item to put (a string)")
+        p.add_argument("--rate", type=_rate, default=1.0,
+                       help="items per second, or max (default: 1)")
+        p.add_argument("--count", type=_positive_int("count"), default=None,
+                       help="stop after N items")
+        if role == "consumer":
+            p.add_argument("--json", action="store_true",
+                           help="one JSON object per item: item, type, producer, seq, "
+                                "latency_us")
+        _add_verbosity(p)
+
+    p = sub.add_parser("status", formatter_class=fmt, epilog=EXIT_CODES,
+                       help="show FIFOs and their clients (lsmod, /sys/module/*/parameters)",
+                       description="Show a FIFO's geometry, items, semaphore values, totals, "
+                                   "daemon and every client with its role, pid, parameters "
+                                   "and count. Without NAME, list every FIFO on this machine.")
+    p.add_argument("name", nargs="?", type=_name, help="FIFO name (default: list all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--watch", action="store_true",
+                   help="redraw a live view about once a second (q or Ctrl-C to quit)")
+
+    p = sub.add_parser("set", formatter_class=fmt, epilog=EXIT_CODES,
+                       help="change a running client's rate (a writable module parameter)",
+                       description="Change the rate of a running producer or consumer; it "
+                                   "takes effect at its next deadline.")
+    p.add_argument("name", type=_name, help="FIFO name")
+    p.add_argument("pid", type=_positive_int("pid"), help="the client's pid (see status)")
+    p.add_argument("params", nargs="+", metavar="rate=R", help="the new rate")
+
+    p = sub.add_parser("clean", formatter_class=fmt, epilog=EXIT_CODES,
+                       help="remove the names of a FIFO whose processes are all dead",
+                       description="Remove the segment and semaphores of a FIFO whose daemon "
+                                   "and clients are all dead. Refuses, naming who is alive, "
+                                   "otherwise.")
+    p.add_argument("name", type=_name, help="FIFO name")
+    p.add_argument("--force", action="store_true",
+                   help="also remove a segment that is unreadable (corrupt or foreign), if "
+                        "no process holds a lease on it")
+
+    p = sub.add_parser("demo", formatter_class=fmt, epilog=EXIT_CODES,
+                       help="a daemon, two producers and a consumer for about 10 seconds",
+                       description="Start a daemon, two producers with different items and "
+                                   "rates and one consumer, show them live, then stop "
+                                   "everything cleanly and summarise.")
+    p.add_argument("--seconds", type=_seconds("seconds"), default=10.0,
+                   help="how long to run (default: 10)")
+    return parser
+
+
+_PARAMS = {"producer": ("item", "rate", "count"), "consumer": ("rate", "count"),
+           "set": ("rate",)}
+
+
+def _parse_params(command, args):
+    """Fold insmod-style key=value parameters into the options, checking each."""
+    allowed = _PARAMS[command]
+    for text in args.params:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise _Usage(f"parameter {text!r} is not KEY=VALUE (allowed: "
+                         f"{', '.join(k + '=' for k in allowed)})")
+        if key not in allowed:
+            raise _Usage(f"unknown parameter {key!r} (allowed: {', '.join(allowed)})")
+        try:
+            if key == "rate":
+                parsed = _rate(value)
+            elif key == "count":
+                parsed = _positive_int("count")(value)
+            else:
+                parsed = value
+        except argparse.ArgumentTypeError as error:
+            raise _Usage(str(error).replace("--count", "count")) from None
+        setattr(args, key, parsed)
+        args.explicit = getattr(args, "explicit", set()) | {key}
+
+
+def _cmd_fifo(args):
+    from .daemon import FifoDaemon
+    log = logs.setup("fifo", args.verbosity)
+    daemon = FifoDaemon(args.name, capacity=args.size, item_size=args.item_size,
+                        max_clients=args.max_clients, batch_max=args.batch,
+                        split_locks=args.split_locks, mode=args.mode, keep=args.keep,
+                        drain_timeout=args.drain_timeout, kill_stopped=args.kill_stopped,
+                        recovery=not args.no_recovery, log=log)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+    daemon.start()
+    g = daemon.geometry
+    log.info("ready: FIFO %r, %d slots of %d bytes, %d clients max, %s, mode %04o",
+             args.name, g.capacity, g.item_size, g.max_clients, daemon.locking, args.mode)
+    report = daemon.serve_forever()
+    return EXIT_OK if report is not None else EXIT_ERROR
+
+
+def _cmd_producer(args):
+    from .producer import run_producer
+    _parse_params("producer", args)
+    if args.item is None:
+        raise _Usage("missing the item to put: give item=VALUE (or --item VALUE)")
+    if args.item == "":
+        raise _Usage("item: '' is not allowed; the item must not be empty")
+    log = logs.setup("producer", args.verbosity)
+    return run_producer(args.fifo, args.item, args.rate, count=args.count,
+                        log=log)
+
+
+def _cmd_consumer(args):
+    from .consumer import run_consumer
+    _parse_params("consumer", args)
+    log = logs.setup("consumer", args.verbosity)
+    return run_consumer(args.fifo, args.rate, count=args.count, as_json=args.json, log=log)
+
+
+def _cmd_status(args):
+    from . import status
+    if args.watch:
+        from .watch import watch
+        return watch(args.name)
+    if args.name:
+        st = status.snapshot(args.name)
+        print(json.dumps(status.status_dict(st), indent=2) if args.json
+              else status.format_status(st))
+        return EXIT_OK
+    found = status.snapshot_all()
+    if args.json:
+        print(json.dumps([status.status_dict(st) if not isinstance(st, Exception)
+                          else {"name": name, "error": str(st)} for name, st in found],
+                         indent=2))
+    else:
+        print(status.format_list(found))
+    return EXIT_OK
+
+
+def _cmd_set(args):
+    from .control import set_rate
+    _parse_params("set", args)
+    if "rate" not in getattr(args, "explicit", ()):
+        raise _Usage("nothing to set: give rate=R")
+    set_rate(args.name, args.pid, args.rate)
+    print(f"rate of pid {args.pid} on FIFO {args.name!r} set to "
+          f"{'max' if args.rate is None else format(args.rate, 'g') + '/s'}")
+    return EXIT_OK
+
+
+def _cmd_clean(args):
+    from .control import clean
+    removed = clean(args.name, force=args.force)
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print(f"nothing to remove for FIFO {args.name!r}")
+    return EXIT_OK
+
+
+def _cmd_demo(args):
+    from .demo import run_demo
+    return run_demo(args.seconds)
+
+
+COMMANDS = {"fifo": _cmd_fifo, "producer": _cmd_producer, "consumer": _cmd_consumer,
+            "status": _cmd_status, "set": _cmd_set, "clean": _cmd_clean, "demo": _cmd_demo}
+
+
+def main(argv=None):
+    """Run the command line ``argv``; return the exit code."""
+    parser = build_parser()
+    command = None
+    try:
+        args = parser.parse_args(argv)
+        command = args.command
+        return COMMANDS[command](args)
+    except _Usage as error:
+        if command is None:       # argparse stopped before it named the command
+            words = sys.argv[1:] if argv is None else list(argv)
+            command = next((w for w in words if w in COMMANDS), None)
+        prefix = f"shmfifo {command}" if command else "shmfifo"
+        print(f"{prefix}: error: {error} (see {prefix} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ItemTooLarge) as error:
+        print(f"shmfifo {command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except FifoNotFound as error:
+        print(f"shmfifo {command}: error: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (FifoExists, CorruptSegment, ShmfifoError, OSError) as error:
+        print(f"shmfifo {command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (for example `| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run():
+    """Console-script entry point."""
+    sys.exit(main())

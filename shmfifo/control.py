@@ -1,0 +1,87 @@
+"""Commands that change a FIFO from outside: ``set`` (a writable parameter) and ``clean``."""
+
+import math
+
+import posix_ipc
+
+from . import layout, lease, names
+from .errors import CorruptSegment, FifoNotFound, ShmfifoError, UsageError
+from .layout import ACTIVE, E_PID, E_RATE, E_ROLE, E_STATE, H_DAEMON_PID
+from .segment import Segment, unlink_names
+from .status import find_client
+
+__all__ = ["set_rate", "clean", "StillInUse"]
+
+
+class StillInUse(ShmfifoError):
+    """``clean`` refused: some process of the FIFO is alive."""
+
+    def __init__(self, name, alive):
+        self.name = name
+        self.alive = alive
+        who = ", ".join(f"{role} pid {pid}" for role, pid in alive)
+        super().__init__(f"FIFO {name!r} is in use by {who}; stop them first (kill PID), "
+                         f"then clean")
+
+
+def set_rate(name, pid, rate):
+    """Set the rate of client ``pid`` of FIFO ``name`` (None = unlimited)."""
+    seg = Segment.open(name, require_daemon=False)
+    try:
+        index = find_client(seg, pid)
+        if index is None:
+            raise UsageError("pid", pid, f"give the pid of a producer or consumer attached to "
+                                         f"{name!r} (see: shmfifo status {name})")
+        base = seg.geometry.entry_offset(index) // 8
+        if seg.words[base + E_ROLE] not in (layout.ROLE_PRODUCER, layout.ROLE_CONSUMER):
+            raise UsageError("pid", pid, "only a producer's or consumer's rate can be set")
+        seg.floats[base + E_RATE] = math.inf if rate is None else float(rate)
+    finally:
+        seg.close()
+
+
+def clean(name, *, force=False):
+    """Remove the POSIX names of FIFO ``name`` if no process of it is alive.
+
+    Returns the paths removed. Raises StillInUse naming the live processes, or
+    CorruptSegment for an unreadable segment unless ``force`` (which still refuses while
+    any process holds a lease on it).
+    """
+    names.validate(name)
+    try:
+        seg = Segment.open(name, require_daemon=False)
+    except FifoNotFound:
+        return unlink_names(name)            # maybe semaphores left without a segment
+    except CorruptSegment:
+        if not force:
+            raise
+        return _clean_unreadable(name)
+    try:
+        alive = []
+        if seg.daemon_alive():
+            alive.append(("daemon", seg.words[H_DAEMON_PID]))
+        w, g = seg.words, seg.geometry
+        for index in range(g.max_clients):
+            base = g.entry_offset(index) // 8
+            if w[base + E_STATE] == ACTIVE and seg.entry_alive(index):
+                alive.append((layout.ROLE_NAMES.get(w[base + E_ROLE], "client"),
+                              w[base + E_PID]))
+        if alive:
+            raise StillInUse(name, alive)
+    finally:
+        seg.close()
+    return unlink_names(name)
+
+
+def _clean_unreadable(name):
+    try:
+        shm = posix_ipc.SharedMemory(names.shm_name(name), read_only=True)
+    except posix_ipc.ExistentialError:
+        return unlink_names(name)
+    try:
+        # Any lease anywhere in the file means some process still uses it.
+        if any(lease.is_locked(shm.fd, byte) for byte in range(0, 1 + layout.MAX_CLIENTS)):
+            raise StillInUse(name, [("process", "unknown")])
+    finally:
+        shm.close_fd()
+    return unlink_names(name)

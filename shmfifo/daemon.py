@@ -1,0 +1,320 @@
+"""The FIFO daemon: owner of the segment and semaphores (the lab's ``fifo.ko``).
+
+The daemon is not in the data path: clients put and get through shared memory directly. It
+creates the FIFO (or adopts one whose previous daemon died), watches the clients' leases,
+runs a recovery when one dies, and on a stop tells producers to stop, lets consumers drain,
+then removes every POSIX name (or keeps them, on request, for a later daemon to adopt).
+
+A Python program can run it in-process::
+
+    with shmfifo.serve("lab", capacity=64) as daemon:
+        ...                          # other processes attach to "lab" here
+
+``shmfifo fifo`` is a thin wrapper around :class:`FifoDaemon`.
+"""
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+
+from . import crashpoints, layout, lease, log as logs, names
+from .errors import CorruptSegment, FifoExists, UsageError
+from .layout import (ACTIVE, DRAINING, E_ROLE, E_STATE, FREE, H_CREATED, H_DAEMON_PID,
+                     H_DAEMON_START, H_DISCARDED, H_HEAD, H_MAGIC, H_RECOVERIES, H_STATE, H_TAIL,
+                     ROLE_PRODUCER, RUNNING, STOPPED)
+from .recovery import Recovery, dead_entries
+from .ring import _process_start_ms
+from .segment import Segment, unlink_names
+
+__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS"]
+
+DEFAULTS = {"capacity": 32, "item_size": 128, "max_clients": 32}
+# The in-flight record of each entry holds this many items at most (and the ring has
+# max_clients * batch_max spare slots for re-queues), so it is capped for large rings.
+MAX_DEFAULT_BATCH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class StopReport:
+    """What a stopped daemon leaves behind."""
+
+    name: str
+    discarded: int        # items still queued when the names were removed
+    kept: int             # items left in place for a later daemon (keep=True)
+    unlinked: bool
+    recoveries: int
+
+
+class FifoDaemon:
+    """Create or adopt a FIFO and keep it consistent until stopped.
+
+    ``start()`` makes the FIFO usable (clients can attach as soon as it returns);
+    ``serve_forever()`` watches the clients until ``request_stop()`` (thread- and
+    signal-safe), then stops gracefully and returns a :class:`StopReport`.
+    """
+
+    def __init__(self, name=names.DEFAULT_NAME, *, capacity=None, item_size=None,
+                 max_clients=None, batch_max=None, split_locks=None, mode=0o600, keep=False,
+                 drain_timeout=5.0, detach_timeout=3.0, kill_stopped=None, recovery=True,
+                 poll=0.05, log=None):
+        self.name = names.validate(name)
+        self._requested = {"capacity": capacity, "item_size": item_size,
+                           "max_clients": max_clients, "batch_max": batch_max,
+                           "split_locks": split_locks}
+        for arg, value in (("size", capacity), ("item-size", item_size),
+                           ("max-clients", max_clients), ("batch", batch_max)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise UsageError(arg, value, "use a whole number")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise UsageError("mode", mode, "use an octal permission such as 600 or 660")
+        self.mode = mode
+        self.keep = keep
+        self.drain_timeout = drain_timeout
+        self.detach_timeout = detach_timeout
+        self.kill_stopped = kill_stopped
+        self.recovery = recovery
+        self.poll = poll
+        self.log = log or logs.get("fifo")
+        self.seg = None
+        self.adopted = False
+        self._stop = threading.Event()
+        self._crash = crashpoints.hook()
+
+    # -- start ------------------------------------------------------------------------------
+
+    def _geometry(self):
+        r = self._requested
+        capacity = r["capacity"] if r["capacity"] is not None else DEFAULTS["capacity"]
+        batch = r["batch_max"]
+        if batch is None:
+            batch = max(1, min(capacity, MAX_DEFAULT_BATCH)) if capacity >= 1 else 1
+        geometry = layout.Geometry(
+            capacity=capacity,
+            item_size=r["item_size"] if r["item_size"] is not None else DEFAULTS["item_size"],
+            max_clients=(r["max_clients"] if r["max_clients"] is not None
+                         else DEFAULTS["max_clients"]),
+            batch_max=batch, split_locks=bool(r["split_locks"]))
+        problems = geometry.problems()
+        if problems:
+            arg, allowed = problems[0]
+            given = {"size": geometry.capacity, "item-size": geometry.item_size,
+                     "max-clients": geometry.max_clients, "batch": geometry.batch_max}[arg]
+            raise UsageError(arg, given, allowed)
+        return geometry
+
+    def start(self):
+        """Create the FIFO, or adopt an existing one whose daemon is dead."""
+        geometry = self._geometry()
+        seg = Segment.create(self.name, geometry, self.mode)
+        if seg is not None:
+            self.seg = seg
+            if not lease.try_lock(seg.fd, lease.DAEMON_BYTE):  # cannot happen: it is new
+                raise FifoExists(self.name)
+            w = seg.words
+            w[H_HEAD] = w[H_TAIL] = layout.BASE
+            w[H_CREATED] = time.time_ns()
+            self._claim_daemon_words()
+            w[H_MAGIC] = layout.MAGIC     # last: from here on the segment is valid
+            return self
+        self._adopt()
+        return self
+
+    def _adopt(self):
+        seg = Segment(self.name)
+        self.seg = seg
+        import posix_ipc
+        try:
+            seg.shm = posix_ipc.SharedMemory(names.shm_name(self.name))
+        except posix_ipc.ExistentialError:
+            raise CorruptSegment(self.name, "it vanished while starting; try again") from None
+        except posix_ipc.PermissionsError:
+            raise CorruptSegment(self.name, "permission denied (it belongs to another user)") \
+                from None
+        if not lease.try_lock(seg.fd, lease.DAEMON_BYTE):
+            pid = None
+            try:
+                probe = Segment.open(self.name, writable=False)
+                pid = probe.words[H_DAEMON_PID]
+                probe.close()
+            except Exception:
+                pass
+            self.close()
+            raise FifoExists(self.name, pid)
+        try:
+            seg._map_and_validate(require_daemon=False, writable=True)
+            seg._open_semaphores()
+        except BaseException:
+            self.close()
+            raise
+        g = seg.geometry
+        self._check_requested_geometry(g)
+        self.adopted = True
+        items = seg.words[H_HEAD] - seg.words[H_TAIL]
+        self.log.info("adopting FIFO %r left by a previous daemon: %d slots of %d bytes, "
+                      "%d item(s) queued", self.name, g.capacity, g.item_size, items)
+        self._claim_daemon_words()
+        seg.words[H_STATE] = RUNNING
+        self._recover(dead_entries(seg), adopting=True)
+
+    def _check_requested_geometry(self, g):
+        r = self._requested
+        for key, arg, actual in (("capacity", "size", g.capacity),
+                                 ("item_size", "item-size", g.item_size),
+                                 ("max_clients", "max-clients", g.max_clients),
+                                 ("batch_max", "batch", g.batch_max),
+                                 ("split_locks", "split-locks", g.split_locks)):
+            wanted = r[key]
+            if wanted is not None and wanted != actual and not (key == "split_locks"
+                                                                and not wanted):
+                self.close()
+                raise UsageError(arg, wanted,
+                                 f"FIFO {self.name!r} already exists with {arg} {actual}: start "
+                                 f"without --{arg} to adopt it, or remove it first with "
+                                 f"shmfifo clean {self.name}")
+
+    def _claim_daemon_words(self):
+        w = self.seg.words
+        pid = os.getpid()
+        w[H_DAEMON_PID] = pid
+        w[H_DAEMON_START] = _process_start_ms(pid)
+        w[H_STATE] = RUNNING
+
+    @property
+    def geometry(self):
+        return self.seg.geometry
+
+    @property
+    def locking(self):
+        return "split put/take locks" if self.seg.geometry.split_locks else "single mutex"
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def request_stop(self):
+        """Ask serve_forever to stop gracefully. Safe from a signal handler or a thread."""
+        self._stop.set()
+
+    def stopping(self):
+        return self._stop.is_set()
+
+    def check_clients(self):
+        """Run a recovery if a client has died. Returns the entries freed (maybe none)."""
+        dead = dead_entries(self.seg)
+        if dead:
+            return self._recover(dead)
+        return []
+
+    def _recover(self, dead, adopting=False):
+        seg = self.seg
+        if not self.recovery:
+            # Only for showing what happens without reconciliation (tests with teeth):
+            # the dead entries are freed and nothing else is repaired.
+            for index in dead:
+                seg.words[seg.geometry.entry_offset(index) // 8 + E_STATE] = FREE
+            return dead
+        if dead:
+            self.log.warning("client(s) died: %s; recovering",
+                             ", ".join(f"pid {seg.words[seg.geometry.entry_offset(i) // 8 + 1]}"
+                                       for i in dead))
+        recovery = Recovery(seg, self.log, kill_stopped=self.kill_stopped,
+                            should_stop=self._stop.is_set)
+        freed = recovery.run(dead)
+        if freed is None:
+            self.log.warning("recovery abandoned: stop requested while clients were stopped")
+            return []
+        w = seg.words
+        self.log.info("recovery %d done: %d entr%s freed, %d item(s) re-queued, %d queued",
+                      w[H_RECOVERIES], len(freed), "y" if len(freed) == 1 else "ies",
+                      recovery.requeued, w[H_HEAD] - w[H_TAIL])
+        return freed
+
+    def serve_forever(self):
+        """Watch the clients until request_stop(); then stop gracefully. Returns a StopReport."""
+        if self.seg is None:
+            self.start()
+        try:
+            while not self._stop.wait(self.poll):
+                self.check_clients()
+            return self._shutdown()
+        finally:
+            self.close()
+
+    def _clients(self, role=None):
+        seg, w = self.seg, self.seg.words
+        found = []
+        for index in range(seg.geometry.max_clients):
+            base = seg.geometry.entry_offset(index) // 8
+            if w[base + E_STATE] == ACTIVE and (role is None or w[base + E_ROLE] == role):
+                found.append(index)
+        return found
+
+    def _wait_until(self, done, timeout):
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            self.check_clients()
+            time.sleep(0.01)
+        return done()
+
+    def _count(self):
+        w = self.seg.words
+        return w[H_HEAD] - w[H_TAIL]
+
+    def _shutdown(self):
+        w = self.seg.words
+        if self.keep:
+            w[H_STATE] = STOPPED
+            self._wait_until(lambda: not self._clients(), self.detach_timeout)
+            kept = self._count()
+            self.log.info("stopped; kept FIFO %r with %d item(s) for a later daemon "
+                          "(start it again with: shmfifo fifo --name %s)",
+                          self.name, kept, self.name)
+            return StopReport(self.name, 0, kept, False, w[H_RECOVERIES])
+        w[H_STATE] = DRAINING
+        self.log.info("stopping: producers stop, consumers drain %d item(s) (up to %.1f s)",
+                      self._count(), self.drain_timeout)
+
+        def drained():
+            if self._clients(ROLE_PRODUCER):
+                return False
+            return self._count() == 0 or not self._clients()
+
+        self._wait_until(drained, self.drain_timeout)
+        w[H_STATE] = STOPPED
+        self._wait_until(lambda: not self._clients(), self.detach_timeout)
+        left = self._clients()
+        if left:
+            self.log.warning("%d client(s) still attached; removing the names anyway",
+                             len(left))
+        discarded = max(0, self._count())
+        w[H_DISCARDED] = discarded
+        recoveries = w[H_RECOVERIES]
+        self.seg.unlink()
+        if discarded:
+            self.log.warning("stopped; discarded %d item(s) still queued", discarded)
+        else:
+            self.log.info("stopped; no item discarded")
+        return StopReport(self.name, discarded, 0, True, recoveries)
+
+    def close(self):
+        """Release the daemon's handle without removing anything. Idempotent."""
+        if self.seg is not None:
+            self.seg.close()
+            self.seg = None
+
+
+@contextlib.contextmanager
+def serve(name=names.DEFAULT_NAME, **options):
+    """Run a FIFO daemon in a background thread of this process for the ``with`` block."""
+    daemon = FifoDaemon(name, **options)
+    daemon.start()
+    report = {}
+    thread = threading.Thread(target=lambda: report.setdefault("r", daemon.serve_forever()),
+                              name=f"shmfifo-daemon-{name}", daemon=True)
+    thread.start()
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        thread.join()
+        daemon.report = report.get("r")

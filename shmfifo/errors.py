@@ -1,0 +1,126 @@
+"""Exceptions raised by shmfifo, named by their cause.
+
+Every error a user can cause carries the fields that identify it and a message that says
+how to fix it. ``Full`` and ``Empty`` subclass :class:`queue.Full` and :class:`queue.Empty`
+so code written for :mod:`queue` or :mod:`multiprocessing` catches them unchanged.
+"""
+
+import queue
+
+__all__ = [
+    "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
+    "FifoExists", "CorruptSegment", "FifoClosed", "Stopped", "NoFreeEntry", "Full", "Empty",
+]
+
+
+class ShmfifoError(Exception):
+    """Base class of every error shmfifo raises on purpose."""
+
+
+class UsageError(ShmfifoError, ValueError):
+    """An argument has a value that is not allowed; the message names it and what is allowed."""
+
+    def __init__(self, argument, given, allowed):
+        self.argument = argument
+        self.given = given
+        self.allowed = allowed
+        super().__init__(f"{argument}: {given!r} is not allowed; {allowed}")
+
+
+class BadName(UsageError):
+    """A FIFO name that cannot be turned into POSIX names safely."""
+
+    def __init__(self, name, allowed):
+        super().__init__("name", name, allowed)
+        self.name = name
+
+
+class ItemTooLarge(ShmfifoError, ValueError):
+    """An item whose encoded size exceeds the FIFO's item size. Nothing is truncated."""
+
+    def __init__(self, size, item_size, name):
+        self.size = size
+        self.item_size = item_size
+        self.name = name
+        super().__init__(
+            f"item of {size} bytes does not fit FIFO {name!r}, whose items hold at most "
+            f"{item_size} bytes (start the FIFO with --item-size {size} or larger)"
+        )
+
+
+class FifoNotFound(ShmfifoError):
+    """No FIFO of this name exists: the lab's unresolved symbol."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(
+            f"no FIFO named {name!r} (start one with: shmfifo fifo --name {name})"
+        )
+
+
+class DaemonNotRunning(FifoNotFound):
+    """The FIFO's names exist but its daemon is dead, so no new client may attach."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.args = (
+            f"the daemon of FIFO {name!r} is not running (restart it with: shmfifo fifo --name "
+            f"{name}; it adopts the queued items)",
+        )
+
+
+class FifoExists(ShmfifoError):
+    """A daemon for this name is already running."""
+
+    def __init__(self, name, pid=None):
+        self.name = name
+        self.pid = pid
+        who = f" (pid {pid})" if pid else ""
+        super().__init__(
+            f"a daemon for FIFO {name!r} is already running{who}; stop it first or pick "
+            f"another --name"
+        )
+
+
+class CorruptSegment(ShmfifoError):
+    """The shared-memory object of this name is not a valid shmfifo segment; nothing was changed."""
+
+    def __init__(self, name, reason):
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"FIFO {name!r} is not a usable shmfifo segment: {reason} (nothing was changed; "
+            f"if no process uses it, remove it with: shmfifo clean {name} --force)"
+        )
+
+
+class FifoClosed(ShmfifoError):
+    """The daemon is stopping: producers must stop, and a drained queue yields nothing more."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"FIFO {name!r} is shutting down")
+
+
+class Stopped(ShmfifoError):
+    """This handle was asked to stop (``request_stop``) while it waited; it holds nothing."""
+
+
+class NoFreeEntry(ShmfifoError):
+    """Every entry of the client table is taken."""
+
+    def __init__(self, name, max_clients):
+        self.name = name
+        self.max_clients = max_clients
+        super().__init__(
+            f"FIFO {name!r} already has {max_clients} clients attached, its maximum (start it "
+            f"with a larger --max-clients)"
+        )
+
+
+class Full(ShmfifoError, queue.Full):
+    """put on a full FIFO without blocking, or after its timeout."""
+
+
+class Empty(ShmfifoError, queue.Empty):
+    """get on an empty FIFO without blocking, or after its timeout."""

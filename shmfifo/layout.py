@@ -1,0 +1,221 @@
+"""The shared-memory layout of a FIFO, declared once.
+
+A segment is a header, a table of client entries and a ring of slots::
+
+    offset 0                          HEADER_SIZE            + max_clients * entry_size
+    +--------------------------------+------------------------+--------------------------+
+    | header (48 words)              | entry 0 | entry 1 | .. | slot 0 | slot 1 | ...     |
+    +--------------------------------+------------------------+--------------------------+
+
+    header words (u64, index into the segment viewed as an array of words):
+      0 MAGIC     written last at creation: a half-built segment is never valid
+      1 VERSION  2 CAPACITY  3 SPARE  4 NSLOTS  5 ITEM_SIZE  6 SLOT_SIZE  7 MAX_CLIENTS
+      8 BATCH_MAX  9 ENTRY_SIZE  10 TOTAL_SIZE  11 FLAGS  12 CREATED (wall ns)
+     16 HEAD      next index to put; only producers write it (own cache line)
+     24 TAIL      next index to take; only consumers write it, and the daemon at quiescence
+     25 DEBT      items re-queued into spare slots that no `empty` token stands for
+     32 STATE     RUNNING, DRAINING or STOPPED: the daemon's word to every client
+     33 EPOCH     odd while a recovery is in progress
+     34 DAEMON_PID  35 DAEMON_START (ms)  36 JOURNAL_ENTRY (entry + 1, 0 = none)
+     37 JOURNAL_TAIL  38 REQUEUED  39 RECOVERIES  40 BLOCKER (pid delaying a recovery)
+     41 DISCARDED
+
+    client entry (ENTRY_WORDS words, then PARAM_BYTES of text, then the in-flight record):
+      0 STATE (FREE/ACTIVE)  1 PID  2 START (process create time, ms)  3 ROLE  4 PHASE
+      5 ACK (epoch this client parked for)
+      6 RATE (float64 items/s, a writable parameter; 0 = not paced, inf = unlimited)
+      7 PUTS  8 GETS  9 INFLIGHT (NONE/PREPARED/TAKEN)  10 INFLIGHT_INDEX  11 INFLIGHT_N
+     12 ATTACHED (wall ns)  13-15 reserved
+      param text at byte 128: the client's item, UTF-8, for status
+      in-flight record at byte 192: BATCH_MAX slots, a private copy of what was taken
+
+    slot: SLOT_HEADER (length u32, type tag u16, pad, producer pid u64, seq u64,
+          put time u64 monotonic ns), then the payload, ITEM_SIZE bytes at most.
+
+Every word that another process reads while it may change is an aligned u64 read and written
+through ``memoryview(mm).cast('Q')``, never with ``struct.pack_into`` (which zeroes the bytes
+before it writes them, so a concurrent reader can see 0). Slot contents are only read after
+the commit that publishes them, so they are packed with ``struct``.
+
+Ring indices run free from BASE = 2**32: count = head - tail, slot = index % NSLOTS, and a
+re-queue at the front (tail - n) never goes below zero.
+"""
+
+import dataclasses
+import struct
+
+__all__ = ["MAGIC", "VERSION", "BASE", "HEADER_SIZE", "SLOT_HEADER", "Geometry"]
+
+MAGIC = int.from_bytes(b"SHMFIFO1", "little")
+VERSION = 1
+BASE = 1 << 32
+WORD = 8
+HEADER_WORDS = 48
+HEADER_SIZE = HEADER_WORDS * WORD
+
+# header words
+H_MAGIC, H_VERSION, H_CAPACITY, H_SPARE, H_NSLOTS, H_ITEM_SIZE, H_SLOT_SIZE = range(7)
+H_MAX_CLIENTS, H_BATCH_MAX, H_ENTRY_SIZE, H_TOTAL_SIZE, H_FLAGS, H_CREATED = range(7, 13)
+H_HEAD = 16          # its own 64-byte line: producers write it, consumers never do
+H_TAIL, H_DEBT = 24, 25
+H_STATE, H_EPOCH, H_DAEMON_PID, H_DAEMON_START = 32, 33, 34, 35
+H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_REQUEUED, H_RECOVERIES, H_BLOCKER, H_DISCARDED = range(36, 42)
+
+FLAG_SPLIT_LOCKS = 1
+
+# H_STATE values
+RUNNING, DRAINING, STOPPED = 1, 2, 3
+STATE_NAMES = {RUNNING: "running", DRAINING: "draining", STOPPED: "stopped"}
+
+# entry words
+E_STATE, E_PID, E_START, E_ROLE, E_PHASE, E_ACK, E_RATE, E_PUTS, E_GETS = range(9)
+E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_ATTACHED = range(9, 13)
+ENTRY_WORDS = 16
+PARAM_OFFSET = ENTRY_WORDS * WORD
+PARAM_BYTES = 64
+INFLIGHT_OFFSET = PARAM_OFFSET + PARAM_BYTES
+
+# E_STATE values
+FREE, ACTIVE = 0, 1
+
+# E_ROLE values
+ROLE_CLIENT, ROLE_PRODUCER, ROLE_CONSUMER = 0, 1, 2
+ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_PRODUCER: "producer", ROLE_CONSUMER: "consumer"}
+
+# E_PHASE values. Only IDLE (holds nothing) and PARKED (acked the current epoch) are quiescent.
+IDLE, PUTTING, GETTING, BLOCKED_FULL, BLOCKED_EMPTY, PARKED = range(6)
+PHASE_NAMES = {IDLE: "running", PUTTING: "putting", GETTING: "getting",
+               BLOCKED_FULL: "blocked on full", BLOCKED_EMPTY: "blocked on empty",
+               PARKED: "parked"}
+
+# E_INFLIGHT values
+NONE, PREPARED, TAKEN = 0, 1, 2
+
+# length, type tag, (pad), producer pid, producer sequence number, put time (monotonic ns)
+SLOT_HEADER = struct.Struct("<IHxxQQQ")
+
+# item type tags
+TAG_BYTES, TAG_STR, TAG_INT, TAG_PICKLE = 1, 2, 3, 4
+
+# Limits that keep a corrupt header from making us map or index absurd sizes.
+MAX_CAPACITY = 1 << 20
+MAX_ITEM_SIZE = 1 << 20
+MAX_CLIENTS = 1024
+MAX_TOTAL_SIZE = 1 << 34
+
+
+def _round_up(n, to):
+    return (n + to - 1) // to * to
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """The sizes of a FIFO and every offset derived from them.
+
+    ``spare`` = max_clients * batch_max: a recovery re-queues every dead consumer's in-flight
+    items at the front, and with the ring full those land in spare slots, so nothing already
+    queued is overwritten (see the ring module for the bound).
+    """
+
+    capacity: int
+    item_size: int
+    max_clients: int
+    batch_max: int
+    split_locks: bool = False
+
+    @property
+    def spare(self):
+        return self.max_clients * self.batch_max
+
+    @property
+    def nslots(self):
+        return self.capacity + self.spare
+
+    @property
+    def slot_size(self):
+        return _round_up(SLOT_HEADER.size + self.item_size, WORD)
+
+    @property
+    def entry_size(self):
+        # each entry on its own cache lines: clients write their entries on every operation
+        return _round_up(INFLIGHT_OFFSET + self.batch_max * self.slot_size, 64)
+
+    @property
+    def table_offset(self):
+        return HEADER_SIZE
+
+    @property
+    def slots_offset(self):
+        return HEADER_SIZE + self.max_clients * self.entry_size
+
+    @property
+    def total_size(self):
+        return self.slots_offset + self.nslots * self.slot_size
+
+    @property
+    def flags(self):
+        return FLAG_SPLIT_LOCKS if self.split_locks else 0
+
+    def entry_offset(self, index):
+        return HEADER_SIZE + index * self.entry_size
+
+    def problems(self):
+        """What is wrong with these numbers, as a list of (argument, allowed) pairs."""
+        bad = []
+        if not 1 <= self.capacity <= MAX_CAPACITY:
+            bad.append(("size", f"a whole number of items from 1 to {MAX_CAPACITY}"))
+        if not 1 <= self.item_size <= MAX_ITEM_SIZE:
+            bad.append(("item-size", f"a whole number of bytes from 1 to {MAX_ITEM_SIZE}"))
+        if not 1 <= self.max_clients <= MAX_CLIENTS:
+            bad.append(("max-clients", f"a whole number from 1 to {MAX_CLIENTS}"))
+        if not 1 <= self.batch_max <= max(1, self.capacity):
+            bad.append(("batch", "a whole number from 1 to the FIFO's size"))
+        if not bad and self.total_size > MAX_TOTAL_SIZE:
+            bad.append(("size", f"a geometry whose segment stays under {MAX_TOTAL_SIZE} bytes"))
+        return bad
+
+    def write_header(self, words):
+        """Store the geometry words (not MAGIC: the creator writes it last)."""
+        words[H_VERSION] = VERSION
+        words[H_CAPACITY] = self.capacity
+        words[H_SPARE] = self.spare
+        words[H_NSLOTS] = self.nslots
+        words[H_ITEM_SIZE] = self.item_size
+        words[H_SLOT_SIZE] = self.slot_size
+        words[H_MAX_CLIENTS] = self.max_clients
+        words[H_BATCH_MAX] = self.batch_max
+        words[H_ENTRY_SIZE] = self.entry_size
+        words[H_TOTAL_SIZE] = self.total_size
+        words[H_FLAGS] = self.flags
+
+    @classmethod
+    def read_header(cls, words, file_size):
+        """The geometry a header describes, or a string saying why it is not a valid one.
+
+        Everything derived is recomputed and compared, so a corrupt or foreign header can
+        never send a reader past the end of the mapping.
+        """
+        if words[H_MAGIC] != MAGIC:
+            if words[H_MAGIC] == 0:
+                return "it has no magic number (not initialised, or not a shmfifo segment)"
+            return "wrong magic number (not a shmfifo segment)"
+        if words[H_VERSION] != VERSION:
+            return (f"layout version {words[H_VERSION]}, but this shmfifo reads version "
+                    f"{VERSION}")
+        if words[H_FLAGS] & ~FLAG_SPLIT_LOCKS:
+            return f"unknown flags {words[H_FLAGS]:#x}"
+        geometry = cls(capacity=words[H_CAPACITY], item_size=words[H_ITEM_SIZE],
+                       max_clients=words[H_MAX_CLIENTS], batch_max=words[H_BATCH_MAX],
+                       split_locks=bool(words[H_FLAGS] & FLAG_SPLIT_LOCKS))
+        if geometry.problems():
+            return "its geometry is out of range"
+        derived = ((H_SPARE, geometry.spare), (H_NSLOTS, geometry.nslots),
+                   (H_SLOT_SIZE, geometry.slot_size), (H_ENTRY_SIZE, geometry.entry_size),
+                   (H_TOTAL_SIZE, geometry.total_size))
+        for word, value in derived:
+            if words[word] != value:
+                return "its geometry words contradict each other"
+        if file_size != geometry.total_size:
+            return (f"it is {file_size} bytes but its header describes {geometry.total_size} "
+                    f"(truncated or resized)")
+        return geometry

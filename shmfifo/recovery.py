@@ -1,0 +1,252 @@
+"""Crash recovery: reconciliation at quiescence, run by the daemon.
+
+POSIX semaphores are not robust: a process killed while holding ``mutex`` blocks everyone,
+and one killed between two steps of put or get loses a token or an item. shmfifo treats the
+semaphore values as derived state and recomputes them from the ring after a client dies,
+without stopping the survivors for longer than the repair:
+
+1. make ``epoch`` odd and fence; every live client, at its next check, returns what it holds,
+   parks and acknowledges the epoch (ring.py);
+2. wait until every live entry is IDLE or has acknowledged (quiescence), noting new deaths;
+3. finish a re-queue that a previous daemon journaled and did not complete;
+4. resolve each dead consumer's PREPARED record: committed iff ``tail == index + n``;
+5. re-queue each dead consumer's TAKEN items at the front, journaled so that a daemon that
+   dies half-way lets the next one finish without losing or duplicating anything;
+6. set every lock to 1, ``fill`` = count, ``empty`` = max(0, capacity - count),
+   ``debt`` = max(0, count - capacity);
+7. free the dead entries, count the recovery and make ``epoch`` even: clients resume.
+
+Each step is idempotent given the words it leaves, so the whole procedure can simply be run
+again by a daemon that adopts a segment whose previous daemon died in the middle of it.
+"""
+
+import os
+import signal
+import time
+
+import posix_ipc
+
+from . import crashpoints
+from .layout import (ACTIVE, E_ACK, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE,
+                     E_PID, E_START, E_STATE, ENTRY_WORDS, FREE, H_BLOCKER, H_DEBT, H_EPOCH,
+                     H_HEAD, H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_TAIL,
+                     IDLE, INFLIGHT_OFFSET, NONE, PARAM_BYTES, PARAM_OFFSET, PARKED, PREPARED,
+                     TAKEN)
+from .ring import fence
+
+__all__ = ["dead_entries", "Recovery", "process_state"]
+
+QUIESCENCE_POLL = 0.002
+
+
+def dead_entries(seg):
+    """Entries that are claimed but whose lease is gone: their process has died."""
+    w, g = seg.words, seg.geometry
+    return [i for i in range(g.max_clients)
+            if w[g.entry_offset(i) // 8 + E_STATE] != FREE and not seg.entry_alive(i)]
+
+
+def process_state(pid, start_ms):
+    """'stopped', 'zombie', 'running', or 'gone' for a client's pid and create time."""
+    try:
+        import psutil
+        proc = psutil.Process(pid)
+        if start_ms and abs(int(proc.create_time() * 1000) - start_ms) > 1000:
+            return "gone"                         # the pid was reused
+        status = proc.status()
+    except Exception:
+        return "gone"
+    if status in ("stopped", "tracing-stop"):
+        return "stopped"
+    if status == "zombie":
+        return "zombie"
+    return "running"
+
+
+def set_semaphore(sem, value):
+    """Set a semaphore to ``value``: drain it, then release. Only at quiescence."""
+    while True:
+        try:
+            sem.acquire(0)
+        except posix_ipc.BusyError:
+            break
+    for _ in range(value):
+        sem.release()
+
+
+class Recovery:
+    """One reconciliation of a segment. ``run`` returns the entries it freed."""
+
+    def __init__(self, seg, log, *, kill_stopped=None, report_after=1.0, should_stop=None):
+        self.seg = seg
+        self.log = log
+        self.kill_stopped = kill_stopped
+        self.report_after = report_after
+        self.should_stop = should_stop or (lambda: False)
+        self._crash = crashpoints.hook()
+
+    def _entry(self, index):
+        return self.seg.geometry.entry_offset(index) // 8
+
+    def run(self, dead):
+        w, crash = self.seg.words, self._crash
+        dead = set(dead)
+        if not w[H_EPOCH] & 1:
+            w[H_EPOCH] += 1              # odd: a recovery is in progress
+        fence()                          # the epoch is visible before we read any phase
+        if crash:
+            crash("recovery.epoch")
+        dead = self._wait_quiescent(dead)
+        if dead is None:
+            return None
+        if crash:
+            crash("recovery.quiescent")
+        self._finish_journal()
+        for index in sorted(dead):
+            self._resolve_prepared(index)
+        requeued = 0
+        for index in sorted(dead):
+            requeued += self._requeue(index)
+        self._reset_semaphores()
+        if crash:
+            crash("recovery.reset")
+        for index in sorted(dead):
+            self._free(index)
+        if crash:
+            crash("recovery.freed")
+        w[H_RECOVERIES] += 1
+        w[H_BLOCKER] = 0
+        w[H_EPOCH] += 1                  # even: clients resume
+        self.requeued = requeued
+        return sorted(dead)
+
+    def _wait_quiescent(self, dead):
+        seg, w = self.seg, self.seg.words
+        epoch = w[H_EPOCH]
+        started = time.monotonic()
+        reported = set()
+        while True:
+            blockers = []
+            for index in range(seg.geometry.max_clients):
+                base = self._entry(index)
+                if index in dead or w[base + E_STATE] != ACTIVE:
+                    continue
+                if not seg.entry_alive(index):
+                    dead.add(index)
+                    continue
+                phase = w[base + E_PHASE]
+                if phase == IDLE or (phase == PARKED and w[base + E_ACK] == epoch):
+                    continue
+                blockers.append(index)
+            if not blockers:
+                return dead
+            waited = time.monotonic() - started
+            if waited >= self.report_after:
+                self._report_blockers(blockers, waited, reported)
+            if self.should_stop() and waited >= self.report_after:
+                return None
+            time.sleep(QUIESCENCE_POLL)
+
+    def _report_blockers(self, blockers, waited, reported):
+        w = self.seg.words
+        for index in blockers:
+            base = self._entry(index)
+            pid, start = w[base + E_PID], w[base + E_START]
+            state = process_state(pid, start)
+            w[H_BLOCKER] = pid
+            if pid not in reported:
+                reported.add(pid)
+                hint = "" if self.kill_stopped is not None else \
+                    " (resume it with kill -CONT, or start the daemon with --kill-stopped SECONDS)"
+                self.log.warning("recovery waits for client pid %d, which is %s%s",
+                                 pid, state, hint)
+            if (state == "stopped" and self.kill_stopped is not None
+                    and waited >= self.kill_stopped):
+                self.log.warning("killing stopped client pid %d after %.1f s", pid, waited)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _copy_record_to_ring(self, index, first):
+        """Copy entry ``index``'s in-flight items into the slots from ring index ``first``."""
+        seg = self.seg
+        g, b, w = seg.geometry, seg.buf, seg.words
+        n = w[self._entry(index) + E_INFLIGHT_N]
+        record = g.entry_offset(index) + INFLIGHT_OFFSET
+        for k in range(n):
+            off = g.slots_offset + (first + k) % g.nslots * g.slot_size
+            b[off:off + g.slot_size] = b[record + k * g.slot_size:record + (k + 1) * g.slot_size]
+
+    def _finish_journal(self):
+        w = self.seg.words
+        journaled = w[H_JOURNAL_ENTRY]
+        if not journaled:
+            return
+        index = journaled - 1
+        base = self._entry(index)
+        before = w[H_JOURNAL_TAIL]
+        n = w[base + E_INFLIGHT_N]
+        if w[base + E_INFLIGHT] == TAKEN:
+            if w[H_TAIL] == before:          # the copy may be partial: redo it and commit
+                self._copy_record_to_ring(index, before - n)
+                w[H_TAIL] = before - n
+            w[H_REQUEUED] += n
+            w[base + E_INFLIGHT] = NONE
+        w[H_JOURNAL_ENTRY] = 0
+        self.log.info("finished the re-queue of %d item(s) that a previous daemon started", n)
+
+    def _resolve_prepared(self, index):
+        w = self.seg.words
+        base = self._entry(index)
+        if w[base + E_INFLIGHT] != PREPARED:
+            return
+        # The dead consumer held take_lock from PREPARED on, so nobody has moved tail since.
+        committed = w[H_TAIL] == w[base + E_INFLIGHT_INDEX] + w[base + E_INFLIGHT_N]
+        w[base + E_INFLIGHT] = TAKEN if committed else NONE
+
+    def _requeue(self, index):
+        w, crash = self.seg.words, self._crash
+        base = self._entry(index)
+        if w[base + E_INFLIGHT] != TAKEN:
+            return 0
+        n = w[base + E_INFLIGHT_N]
+        before = w[H_TAIL]
+        w[H_JOURNAL_TAIL] = before
+        w[H_JOURNAL_ENTRY] = index + 1   # the journal is valid from this store on
+        if crash:
+            crash("recovery.journal")
+        self._copy_record_to_ring(index, before - n)
+        if crash:
+            crash("recovery.copied")
+        w[H_TAIL] = before - n           # commit: the items are at the front again
+        if crash:
+            crash("recovery.tail")
+        w[H_REQUEUED] += n
+        w[base + E_INFLIGHT] = NONE
+        if crash:
+            crash("recovery.record")
+        w[H_JOURNAL_ENTRY] = 0
+        self.log.info("re-queued %d item(s) taken by dead client pid %d", n, w[base + E_PID])
+        return n
+
+    def _reset_semaphores(self):
+        seg, w = self.seg, self.seg.words
+        count = w[H_HEAD] - w[H_TAIL]
+        capacity = seg.geometry.capacity
+        w[H_DEBT] = max(0, count - capacity)
+        set_semaphore(seg.put_lock, 1)
+        if seg.take_lock is not seg.put_lock:
+            set_semaphore(seg.take_lock, 1)
+        set_semaphore(seg.fill, count)
+        set_semaphore(seg.empty, max(0, capacity - count))
+
+    def _free(self, index):
+        seg, w = self.seg, self.seg.words
+        base = self._entry(index)
+        for word in range(ENTRY_WORDS):
+            if word != E_STATE:
+                w[base + word] = 0
+        start = seg.geometry.entry_offset(index) + PARAM_OFFSET
+        seg.buf[start:start + PARAM_BYTES] = bytes(PARAM_BYTES)
+        w[base + E_STATE] = FREE

@@ -1,0 +1,584 @@
+"""The ring and its protocol: a client's handle on a FIFO (the lab's exported put/get).
+
+The concurrency contract
+------------------------
+Semaphores (named, shared by every process of the FIFO):
+
+* ``empty`` counts free slots, ``fill`` counts items present: a producer holds an ``empty``
+  token for each slot it is about to fill, a consumer a ``fill`` token for each item it is
+  about to take.
+* ``put_lock`` excludes producers from each other, ``take_lock`` consumers from each other.
+  In the lab's configuration (the default) both are the one ``mutex``; with split locks they
+  are two semaphores, since ``empty``/``fill`` already keep producers and consumers off each
+  other's slots.
+
+Words (layout.py): producers write ``head``; consumers write ``tail`` and ``debt`` and their
+own entry's in-flight record; each client writes only its own entry; the daemon writes
+``epoch``, ``state`` and, at quiescence only, anything.
+
+Put:  empty.acquire -> put_lock.acquire -> write slot(s) -> **head += n** (the commit: the item
+      is written before the index that makes it visible) -> put_lock.release -> fill.release.
+Get:  fill.acquire -> take_lock.acquire -> record PREPARED at index tail -> copy the slot(s)
+      into the in-flight record -> **tail += n** (the commit) -> record TAKEN -> pay ``debt``
+      or release ``empty``. The item is handled from the private copy; the next get, ``ack``
+      or ``close`` marks the record NONE (acknowledged).
+
+What a SIGKILL at each step leaves, and how the daemon repairs it at quiescence:
+a token taken and not used (empty/fill/lock held) -> semaphores are recomputed from the ring;
+a slot written but not committed -> invisible, overwritten later; a committed put -> present;
+a PREPARED record -> committed iff tail == index + n (the dead consumer still held take_lock,
+so nobody moved tail since); a TAKEN record -> re-queued at the front (at-least-once: the only
+duplicate is an item handled but not yet acknowledged).
+
+Quiescence: before taking any token an operation stores its phase, fences, then reads the
+epoch (the daemon stores an odd epoch, fences, then reads phases), so either the daemon sees
+the operation or the operation sees the recovery and parks without holding anything. Every
+wait is timed (``WAIT_SLICE``); on each timeout or signal a waiter checks its stop flag, the
+daemon's state and the epoch, and if a recovery is running it returns every token it holds,
+marks itself PARKED with ``ack = epoch`` and waits for the epoch to turn even.
+
+Bound on spare slots: with debt d and in-flight items f, d + f never exceeds
+max_clients * batch_max (takes move a unit from one to the other, acks and recoveries only
+lower it), so head - tail <= capacity + d never exceeds NSLOTS, even after a re-queue at the
+front of a full ring.
+
+A handle is for one thread at a time; attach once per thread (each attach is its own client).
+"""
+
+import os
+import threading
+import time
+
+import posix_ipc
+
+from . import crashpoints, layout, lease
+from .errors import Empty, FifoClosed, Full, ItemTooLarge, NoFreeEntry, Stopped, UsageError
+from .items import decode, encode
+from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATTACHED,
+                     E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS,
+                     E_RATE, E_ROLE, E_START, E_STATE, FREE, GETTING, H_DEBT,
+                     H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PARKED, PREPARED, PUTTING,
+                     RUNNING, SLOT_HEADER, STOPPED, TAKEN)
+from .segment import Segment
+
+__all__ = ["Fifo", "attach", "Message"]
+
+# Longest single blocking wait: how quickly a waiter notices a stop, a shutdown or a recovery.
+WAIT_SLICE = 0.05
+# How often a parked client looks at the epoch again.
+PARK_POLL = 0.001
+
+_fence_lock = threading.Lock()
+
+
+def fence():
+    """A full memory barrier: acquiring a lock executes an atomic read-modify-write."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+class Message:
+    """An item with where it came from: the producer's pid, its sequence number, put time."""
+
+    __slots__ = ("item", "producer", "seq", "put_ns")
+
+    def __init__(self, item, producer, seq, put_ns):
+        self.item = item
+        self.producer = producer
+        self.seq = seq
+        self.put_ns = put_ns
+
+    def __repr__(self):
+        return (f"Message(item={self.item!r}, producer={self.producer}, seq={self.seq}, "
+                f"put_ns={self.put_ns})")
+
+
+class _Park(Exception):
+    """Internal: a recovery started while this operation waited; it holds nothing now."""
+
+
+def _process_start_ms(pid):
+    try:
+        import psutil
+        return int(psutil.Process(pid).create_time() * 1000)
+    except Exception:
+        return 0
+
+
+def attach(name, **options):
+    """Attach to the FIFO ``name`` and return a :class:`Fifo` handle (a context manager).
+
+    Raises FifoNotFound if there is no such FIFO, DaemonNotRunning if its daemon is gone,
+    CorruptSegment if the name holds something else, NoFreeEntry if its table is full.
+    """
+    return Fifo(name, **options)
+
+
+class Fifo:
+    """A client's handle on a FIFO, with the semantics of :class:`queue.Queue`.
+
+    Timeouts: ``None`` waits for ever, ``0`` or ``block=False`` never waits, ``> 0`` is a
+    bound in seconds. A full or empty FIFO raises :class:`Full` / :class:`Empty`.
+    """
+
+    def __init__(self, name, *, role=layout.ROLE_CLIENT, param="", rate=0.0):
+        self.name = name
+        self.closed = True
+        self._stop = False
+        self._seg = None
+        self._seg = seg = Segment.open(name)
+        g = seg.geometry
+        self.capacity = g.capacity
+        self.item_size = g.item_size
+        self.batch_max = g.batch_max
+        self.split_locks = g.split_locks
+        self._w = seg.words
+        self._b = seg.buf
+        self._nslots = g.nslots
+        self._slot_size = g.slot_size
+        self._slots = g.slots_offset
+        self._empty, self._fill = seg.empty, seg.fill
+        self._put_lock, self._take_lock = seg.put_lock, seg.take_lock
+        self._crash = crashpoints.hook()
+        self.pid = os.getpid()
+        self._seq = 0
+        self.index = self._claim_entry(role, param, rate)
+        e = self._entry = g.entry_offset(self.index)
+        self._e = e // 8          # entry's first word
+        self._record = e + layout.INFLIGHT_OFFSET
+        self.closed = False
+
+    # -- the client table -------------------------------------------------------------------
+
+    def _claim_entry(self, role, param, rate):
+        seg, w = self._seg, self._w
+        g = seg.geometry
+        for index in range(g.max_clients):
+            base = g.entry_offset(index) // 8
+            if w[base + E_STATE] != FREE:
+                continue
+            if not lease.try_lock(seg.fd, lease.entry_byte(index)):
+                continue
+            # The lease is ours; an entry that is not FREE under it belongs to a dead client
+            # whose recovery has not run yet: claiming it would erase its in-flight items.
+            if w[base + E_STATE] != FREE:
+                lease.unlock(seg.fd, lease.entry_byte(index))
+                continue
+            for word in range(layout.ENTRY_WORDS):
+                w[base + word] = 0
+            w[base + E_PID] = self.pid
+            w[base + E_START] = _process_start_ms(self.pid)
+            w[base + E_ROLE] = role
+            w[base + E_ATTACHED] = time.time_ns()
+            seg.floats[base + E_RATE] = float("inf") if rate is None else float(rate)
+            text = str(param).encode("utf-8", "backslashreplace")[:layout.PARAM_BYTES]
+            start = g.entry_offset(index) + layout.PARAM_OFFSET
+            self._b[start:start + layout.PARAM_BYTES] = text.ljust(layout.PARAM_BYTES, b"\0")
+            w[base + E_STATE] = ACTIVE
+            return index
+        raise NoFreeEntry(self.name, g.max_clients)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def request_stop(self):
+        """Make a blocked or future operation of this handle raise Stopped. Signal-safe."""
+        self._stop = True
+
+    def _begin(self, phase):
+        """Enter an operation: publish the phase, fence, then look at the epoch and state."""
+        w = self._w
+        w[self._e + E_PHASE] = phase
+        fence()
+        if w[H_EPOCH] & 1:
+            raise _Park
+        if self._stop:
+            w[self._e + E_PHASE] = IDLE
+            raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+
+    def _idle(self):
+        self._w[self._e + E_PHASE] = IDLE
+
+    def _check_waiting(self, deadline, for_put):
+        """Between two timed waits: raise what ends the wait, or return the next slice."""
+        w = self._w
+        if self._stop:
+            raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+        if w[H_EPOCH] & 1:
+            raise _Park
+        state = w[H_STATE]
+        if state != RUNNING:
+            if for_put or state != DRAINING or w[H_HEAD] == w[H_TAIL]:
+                raise FifoClosed(self.name)
+        if deadline is None:
+            return WAIT_SLICE
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return 0.0
+        return min(remaining, WAIT_SLICE)
+
+    def _wait_token(self, sem, deadline, blocked_phase, for_put):
+        """Take one token of ``empty`` or ``fill``; False if the deadline passed."""
+        try:
+            sem.acquire(0)
+            return True
+        except posix_ipc.BusyError:
+            pass
+        if deadline is not None and deadline <= 0:
+            return False                      # block=False: never wait
+        w = self._w
+        phase = w[self._e + E_PHASE]
+        w[self._e + E_PHASE] = blocked_phase
+        try:
+            while True:
+                timeout = self._check_waiting(deadline, for_put)
+                if timeout <= 0:
+                    return False
+                try:
+                    sem.acquire(timeout)
+                    return True
+                except (posix_ipc.BusyError, posix_ipc.SignalError):
+                    pass
+        finally:
+            w[self._e + E_PHASE] = phase
+
+    def _wait_lock(self, lock):
+        """Take a lock. Nobody blocks while holding one, so this waits only on a dead holder,
+        which a recovery will resolve: the wait ends by parking, not by a deadline."""
+        try:
+            lock.acquire(0)
+            return
+        except posix_ipc.BusyError:
+            pass
+        while True:
+            if self._stop:
+                raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+            if self._w[H_EPOCH] & 1:
+                raise _Park
+            try:
+                lock.acquire(WAIT_SLICE)
+                return
+            except (posix_ipc.BusyError, posix_ipc.SignalError):
+                pass
+
+    def _park(self, deadline):
+        """Hold nothing, acknowledge the recovery, and wait until it is over."""
+        w, e = self._w, self._e
+        epoch = w[H_EPOCH]
+        w[e + E_ACK] = epoch
+        w[e + E_PHASE] = PARKED
+        try:
+            while w[H_EPOCH] == epoch:
+                if self._stop:
+                    raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(PARK_POLL)
+            return True
+        finally:
+            w[e + E_PHASE] = IDLE
+
+    @staticmethod
+    def _deadline(block, timeout):
+        if not block:
+            return 0
+        if timeout is None:
+            return None
+        if timeout < 0:
+            raise UsageError("timeout", timeout, "use None, 0 or a positive number of seconds")
+        return time.monotonic() + timeout
+
+    # -- put --------------------------------------------------------------------------------
+
+    def _encode(self, item):
+        tag, payload = encode(item)
+        if len(payload) > self.item_size:
+            raise ItemTooLarge(len(payload), self.item_size, self.name)
+        return tag, payload
+
+    def put(self, item, block=True, timeout=None):
+        """Put one item; raise Full if no slot frees up in time."""
+        self._put_records([self._encode(item)], self._deadline(block, timeout))
+
+    def put_nowait(self, item):
+        self.put(item, block=False)
+
+    def put_many(self, items, block=True, timeout=None):
+        """Put every item, in order, taking one lock section per run of free slots.
+
+        Only the first slot of each run is waited for; the rest are taken without blocking,
+        because producers that each hold part of a batch and wait for the rest could
+        deadlock. On Full, the items before the first one not put are in the FIFO and the
+        exception's ``put`` attribute says how many.
+        """
+        records = [self._encode(item) for item in items]
+        self._put_records(records, self._deadline(block, timeout))
+
+    def _put_records(self, records, deadline):
+        done = 0
+        total = len(records)
+        while done < total:
+            try:
+                done += self._put_run(records, done, deadline)
+            except _Park:
+                if not self._park(deadline):
+                    break
+            except Full:
+                break
+        if done < total:
+            error = Full(f"FIFO {self.name!r} is full ({self.capacity} items)")
+            error.put = done
+            raise error
+
+    def _put_run(self, records, start, deadline):
+        """Put records[start:] into as many free slots as can be had: one lock section."""
+        w, b, e = self._w, self._b, self._e
+        crash = self._crash
+        empty = self._empty
+        self._begin(PUTTING)
+        if w[H_STATE] != RUNNING:
+            self._idle()
+            raise FifoClosed(self.name)
+        try:
+            if not self._wait_token(empty, deadline, BLOCKED_FULL, True):
+                raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)")
+        except BaseException:
+            self._idle()
+            raise
+        got = 1
+        want = min(len(records) - start, self.capacity)
+        try:
+            while got < want:
+                empty.acquire(0)
+                got += 1
+        except posix_ipc.BusyError:
+            pass
+        if crash:
+            crash("put.empty")
+        try:
+            self._wait_lock(self._put_lock)
+        except BaseException:
+            for _ in range(got):
+                empty.release()
+            self._idle()
+            raise
+        if crash:
+            crash("put.lock")
+        head = w[H_HEAD]
+        nslots, size, slots, pid = self._nslots, self._slot_size, self._slots, self.pid
+        seq = self._seq
+        now = time.monotonic_ns()
+        pack = SLOT_HEADER.pack_into
+        for i in range(got):
+            tag, payload = records[start + i]
+            off = slots + (head + i) % nslots * size
+            seq += 1
+            n = len(payload)
+            pack(b, off, n, tag, pid, seq, now)
+            b[off + 32:off + 32 + n] = payload
+        if crash:
+            crash("put.written")
+        w[H_HEAD] = head + got          # commit: the slots are written before head shows them
+        if crash:
+            crash("put.commit")
+        self._put_lock.release()
+        if crash:
+            crash("put.unlock")
+        fill = self._fill
+        for _ in range(got):
+            fill.release()
+        self._seq = seq
+        w[e + E_PUTS] = seq
+        w[e + E_PHASE] = IDLE
+        if crash:
+            crash("put.done")
+        return got
+
+    # -- get --------------------------------------------------------------------------------
+
+    def get(self, block=True, timeout=None):
+        """Take one item; raise Empty if none arrives in time."""
+        self._take(1, self._deadline(block, timeout))
+        return self._decode(self._record, False)
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+    def get_message(self, block=True, timeout=None):
+        """Like get, but return a :class:`Message` with the producer, sequence and put time."""
+        self._take(1, self._deadline(block, timeout))
+        return self._decode(self._record, True)
+
+    def get_many(self, max_items, block=True, timeout=None):
+        """Wait for one item (within the timeout), then take up to ``max_items`` (at most the
+        FIFO's batch size) that are present, in one lock section. Returns a list."""
+        if not isinstance(max_items, int) or max_items < 1:
+            raise UsageError("max_items", max_items, "use a whole number of 1 or more")
+        n = self._take(min(max_items, self.batch_max), self._deadline(block, timeout))
+        rec, size = self._record, self._slot_size
+        return [self._decode(rec + i * size, False) for i in range(n)]
+
+    def ack(self):
+        """Mark the items of the last get as handled: a crash now will not re-deliver them.
+        The next get, get_many or close acknowledges implicitly."""
+        self._w[self._e + E_INFLIGHT] = NONE
+        if self._crash:
+            self._crash("ack")
+
+    def _decode(self, off, with_meta):
+        b = self._b
+        n, tag, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
+        item = decode(tag, b[off + 32:off + 32 + n])
+        if with_meta:
+            return Message(item, producer, seq, put_ns)
+        return item
+
+    def _take(self, max_items, deadline):
+        w = self._w
+        w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
+        while True:
+            try:
+                return self._take_run(max_items, deadline)
+            except _Park:
+                if not self._park(deadline):
+                    raise Empty(f"FIFO {self.name!r} is empty") from None
+
+    def _take_run(self, max_items, deadline):
+        w, b, e = self._w, self._b, self._e
+        crash = self._crash
+        fill = self._fill
+        self._begin(GETTING)
+        if w[H_STATE] == STOPPED:
+            self._idle()
+            raise FifoClosed(self.name)
+        try:
+            if not self._wait_token(fill, deadline, BLOCKED_EMPTY, False):
+                raise Empty(f"FIFO {self.name!r} is empty")
+        except BaseException:
+            self._idle()
+            raise
+        got = 1
+        try:
+            while got < max_items:
+                fill.acquire(0)
+                got += 1
+        except posix_ipc.BusyError:
+            pass
+        if crash:
+            crash("get.fill")
+        try:
+            self._wait_lock(self._take_lock)
+        except BaseException:
+            for _ in range(got):
+                fill.release()
+            self._idle()
+            raise
+        if crash:
+            crash("get.lock")
+        tail = w[H_TAIL]
+        w[e + E_INFLIGHT_INDEX] = tail
+        w[e + E_INFLIGHT_N] = got
+        w[e + E_INFLIGHT] = PREPARED
+        if crash:
+            crash("get.prepared")
+        nslots, size, rec = self._nslots, self._slot_size, self._record
+        first = tail % nslots
+        if got == 1:
+            off = self._slots + first * size
+            n = 32 + (w[off >> 3] & 0xFFFFFFFF)
+            b[rec:rec + n] = b[off:off + n]
+        else:
+            run = min(got, nslots - first)        # slots up to the end of the ring
+            off = self._slots + first * size
+            b[rec:rec + run * size] = b[off:off + run * size]
+            if run < got:
+                rest = (got - run) * size
+                b[rec + run * size:rec + run * size + rest] = b[self._slots:self._slots + rest]
+        if crash:
+            crash("get.copied")
+        w[H_TAIL] = tail + got         # commit: the items are safe in our record first
+        if crash:
+            crash("get.commit")
+        w[e + E_INFLIGHT] = TAKEN
+        if crash:
+            crash("get.taken")
+        free = got
+        debt = w[H_DEBT]
+        if debt:
+            paid = min(debt, got)     # re-queued items in spare slots have no empty token
+            w[H_DEBT] = debt - paid
+            free -= paid
+        self._take_lock.release()
+        if crash:
+            crash("get.unlock")
+        empty = self._empty
+        for _ in range(free):
+            empty.release()
+        w[e + E_GETS] += got
+        w[e + E_PHASE] = IDLE
+        if crash:
+            crash("get.done")
+        return got
+
+    # -- state ------------------------------------------------------------------------------
+
+    def qsize(self):
+        """Items present now (approximate while others run, as for queue.Queue)."""
+        w = self._w
+        return max(0, min(w[H_HEAD] - w[H_TAIL], self._nslots))
+
+    def empty(self):
+        return self.qsize() == 0
+
+    def full(self):
+        return self.qsize() >= self.capacity
+
+    def daemon_alive(self):
+        return self._seg.daemon_alive()
+
+    def state(self):
+        """The daemon's word: 'running', 'draining' or 'stopped'."""
+        return layout.STATE_NAMES.get(self._w[H_STATE], "unknown")
+
+    @property
+    def rate(self):
+        """This client's configured rate (items/s; None when unlimited or not set). It is a
+        writable parameter: ``shmfifo set`` may change it at any time."""
+        rate = self._seg.floats[self._e + E_RATE]
+        return rate if 0 < rate < float("inf") else None
+
+    def set_rate(self, rate):
+        """Publish a configured rate for status (None = unlimited)."""
+        self._seg.floats[self._e + E_RATE] = float("inf") if rate is None else float(rate)
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self):
+        """Acknowledge what was taken, free this client's entry and release the handle."""
+        if self._seg is None:
+            return
+        if not self.closed:
+            w = self._w
+            e = self._e
+            w[e + E_INFLIGHT] = NONE
+            w[e + E_PHASE] = IDLE
+            w[e + E_STATE] = FREE        # freed before the lease goes: never seen as dead
+        self.closed = True
+        self._w = self._b = None
+        self._seg.close()
+        self._seg = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"entry {self.index}"
+        return f"<shmfifo.Fifo {self.name!r} {state}>"

@@ -1,0 +1,94 @@
+"""The paced, signal-aware loop that the producer and consumer commands share.
+
+The lab runs each step as delayed work on a workqueue; here a process runs a loop with
+absolute deadlines (pacing.py) and does every item due at each wake-up. SIGTERM and SIGINT
+(the lab's rmmod) only set a flag and ask the handle to stop: a blocked put or get returns
+within one wait slice holding nothing, the loop ends, the entry is freed and the process
+prints its summary and exits 0.
+"""
+
+import signal
+import time
+
+from .errors import FifoClosed, Stopped
+from .pacing import Pacer
+
+__all__ = ["Runner"]
+
+# How often the loop checks that the daemon is still there (one fcntl per check).
+DAEMON_CHECK_INTERVAL = 1.0
+
+
+class Runner:
+    """Run ``step(fifo, n) -> done`` at the handle's configured rate until stopped.
+
+    ``step`` does up to ``n`` items (blocking as needed) and returns how many it did.
+    """
+
+    def __init__(self, fifo, step, *, count=None, log, max_batch=None):
+        self.fifo = fifo
+        self.step = step
+        self.count = count
+        self.log = log
+        self.done = 0
+        self.stop_reason = None
+        self._stopping = False
+        self.max_batch = max_batch or fifo.batch_max
+        self.started = time.monotonic()
+
+    def install_signal_handlers(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        # Never raise here: a handler that raises inside a semaphore wait leaks the token.
+        self._stopping = True
+        self.stop_reason = signal.Signals(signum).name
+        self.fifo.request_stop()
+
+    def run(self):
+        fifo = self.fifo
+        pacer = Pacer(fifo.rate, max_batch=self.max_batch,
+                      stop=lambda: self._stopping or fifo.rate != pacer.rate)
+        next_check = time.monotonic() + DAEMON_CHECK_INTERVAL
+        daemon_gone = False
+        while not self._stopping:
+            if fifo.rate != pacer.rate:
+                self.log.info("rate changed to %s", _rate_text(fifo.rate))
+                pacer.set_rate(fifo.rate)
+            n = pacer.wait()
+            if n == 0:
+                continue
+            if self.count is not None:
+                n = min(n, self.count - self.done)
+            started = time.monotonic()
+            try:
+                did = self.step(fifo, n)
+            except Stopped:
+                break
+            except FifoClosed:
+                self.stop_reason = "the FIFO is shutting down"
+                break
+            now = time.monotonic()
+            pacer.done(did, stalled_for=now - started)
+            self.done += did
+            if self.count is not None and self.done >= self.count:
+                self.stop_reason = f"count {self.count} reached"
+                break
+            if now >= next_check:
+                next_check = now + DAEMON_CHECK_INTERVAL
+                alive = fifo.daemon_alive()
+                if not alive and not daemon_gone:
+                    self.log.warning("the daemon of FIFO %r is gone; carrying on (restart it "
+                                     "with: shmfifo fifo --name %s)", fifo.name, fifo.name)
+                elif alive and daemon_gone:
+                    self.log.info("a daemon of FIFO %r is running again", fifo.name)
+                daemon_gone = not alive
+        return self.done
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+
+def _rate_text(rate):
+    return "max" if rate is None else f"{rate:g}/s"

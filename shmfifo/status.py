@@ -1,0 +1,239 @@
+"""What a FIFO is doing, read from its shared memory: the lab's ``lsmod`` and
+``/sys/module/*/parameters``.
+
+    $ shmfifo status lab
+    FIFO 'lab'  daemon pid 4700 (running)  single mutex
+      items     12/32 (slots of 128 bytes, 32 clients max)
+      semaphores empty=20 fill=12 mutex=1
+      totals    put 340, taken 328, re-queued 0, recoveries 0
+      ROLE      PID    ITEM   RATE    COUNT  STATE
+      producer  4711   'a'    5/s     170    running
+      producer  4712   'b'    3/s     102    blocked on full
+      consumer  4713   -      8/s     328    running
+
+A :class:`FifoStatus` is a frozen snapshot; formatting lives apart from reading, so the CLI,
+``--json`` and the live view all print the same numbers.
+"""
+
+import dataclasses
+import math
+import os
+import stat
+from typing import Optional, Tuple
+
+import posix_ipc
+
+from . import layout, lease, names
+from .errors import CorruptSegment, FifoNotFound
+from .layout import (ACTIVE, E_ATTACHED, E_GETS, E_INFLIGHT, E_PHASE, E_PID, E_PUTS, E_RATE,
+                     E_ROLE, E_START, E_STATE, H_BLOCKER, H_DAEMON_PID, H_DEBT, H_EPOCH, H_HEAD,
+                     H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL)
+from .recovery import process_state
+from .segment import Segment
+
+__all__ = ["ClientStatus", "FifoStatus", "snapshot", "snapshot_all", "format_status",
+           "format_list", "status_dict", "find_client"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientStatus:
+    index: int
+    role: str
+    pid: int
+    item: str                 # the producer's configured item, as text ('' for others)
+    rate: Optional[float]     # configured items/s; None = unlimited; 0.0 = not paced
+    puts: int
+    gets: int
+    state: str                # running, blocked on full/empty, parked, stopped, dead, ...
+    in_flight: int            # items taken and not yet acknowledged
+    attached_ns: int
+
+    @property
+    def count(self):
+        return self.puts if self.role == "producer" else (self.gets if self.role == "consumer"
+                                                          else self.puts + self.gets)
+
+
+@dataclasses.dataclass(frozen=True)
+class FifoStatus:
+    name: str
+    capacity: int
+    item_size: int
+    max_clients: int
+    batch_max: int
+    split_locks: bool
+    items: int
+    semaphores: Tuple[Tuple[str, int], ...]
+    puts: int
+    taken: int
+    requeued: int
+    recoveries: int
+    debt: int
+    daemon_pid: int
+    daemon: str               # running, gone, recovering, draining, stopped
+    blocker: int              # pid a recovery waits for, 0 if none
+    clients: Tuple[ClientStatus, ...]
+    mode: int
+
+
+def _client(seg, index):
+    w, g = seg.words, seg.geometry
+    base = g.entry_offset(index) // 8
+    if w[base + E_STATE] != ACTIVE:
+        return None
+    pid = w[base + E_PID]
+    start = g.entry_offset(index) + layout.PARAM_OFFSET
+    param = bytes(seg.buf[start:start + layout.PARAM_BYTES]).rstrip(b"\0")
+    rate = seg.floats[base + E_RATE]
+    if not seg.entry_alive(index):
+        state = "dead (recovery pending)"
+    else:
+        proc = process_state(pid, w[base + E_START])
+        if proc == "stopped":
+            state = "stopped"
+        else:
+            state = layout.PHASE_NAMES.get(w[base + E_PHASE], "running")
+            if state in ("putting", "getting"):
+                state = "running"
+    inflight = w[base + layout.E_INFLIGHT_N] if w[base + E_INFLIGHT] != layout.NONE else 0
+    return ClientStatus(
+        index=index, role=layout.ROLE_NAMES.get(w[base + E_ROLE], "client"), pid=pid,
+        item=param.decode("utf-8", "backslashreplace"),
+        rate=None if math.isinf(rate) else rate, puts=w[base + E_PUTS], gets=w[base + E_GETS],
+        state=state, in_flight=inflight, attached_ns=w[base + E_ATTACHED])
+
+
+def snapshot(name):
+    """Read the status of FIFO ``name``; FifoNotFound or CorruptSegment if it cannot."""
+    seg = Segment.open(name, require_daemon=False, writable=False)
+    try:
+        return _read(seg)
+    finally:
+        seg.close()
+
+
+def _read(seg):
+    w, g = seg.words, seg.geometry
+    head, tail = w[H_HEAD], w[H_TAIL]
+    sems = []
+    for which, sem in seg.semaphores():
+        try:
+            sems.append((which, sem.value))
+        except posix_ipc.Error:
+            sems.append((which, -1))
+    alive = seg.daemon_alive()
+    if not alive:
+        daemon = "gone"
+    elif w[H_EPOCH] & 1:
+        daemon = "recovering"
+    else:
+        daemon = {layout.RUNNING: "running", layout.DRAINING: "draining",
+                  layout.STOPPED: "stopping"}.get(w[H_STATE], "running")
+    clients = tuple(c for c in (_client(seg, i) for i in range(g.max_clients)) if c)
+    return FifoStatus(
+        name=seg.name, capacity=g.capacity, item_size=g.item_size, max_clients=g.max_clients,
+        batch_max=g.batch_max, split_locks=g.split_locks, items=max(0, head - tail),
+        semaphores=tuple(sems), puts=head - layout.BASE,
+        taken=tail - layout.BASE + w[H_REQUEUED], requeued=w[H_REQUEUED],
+        recoveries=w[H_RECOVERIES], debt=w[H_DEBT], daemon_pid=w[H_DAEMON_PID], daemon=daemon,
+        blocker=w[H_BLOCKER] if w[H_EPOCH] & 1 else 0, clients=clients,
+        mode=stat.S_IMODE(os.fstat(seg.fd).st_mode))
+
+
+def snapshot_all():
+    """(name, FifoStatus or the error that stopped it being read) for every FIFO here."""
+    found = []
+    for name in names.list_fifos():
+        try:
+            found.append((name, snapshot(name)))
+        except (CorruptSegment, FifoNotFound) as error:
+            found.append((name, error))
+    return found
+
+
+def find_client(seg, pid):
+    """The index of the live client entry of ``pid``, or None."""
+    w, g = seg.words, seg.geometry
+    for index in range(g.max_clients):
+        base = g.entry_offset(index) // 8
+        if w[base + E_STATE] == ACTIVE and w[base + E_PID] == pid and seg.entry_alive(index):
+            return index
+    return None
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+def rate_text(rate):
+    if rate is None:
+        return "max"
+    if rate == 0:
+        return "-"
+    return f"{rate:g}/s"
+
+
+def daemon_text(st):
+    text = f"daemon pid {st.daemon_pid} ({st.daemon})"
+    if st.daemon == "gone":
+        text += f" -- restart it with: shmfifo fifo --name {st.name}"
+    if st.blocker:
+        text += f"; recovery waits for pid {st.blocker}"
+    return text
+
+
+def format_status(st):
+    locks = "split locks" if st.split_locks else "single mutex"
+    sems = " ".join(f"{which}={value}" for which, value in st.semaphores)
+    lines = [
+        f"FIFO {st.name!r}  {daemon_text(st)}  {locks}",
+        f"  items       {st.items}/{st.capacity} (slots of {st.item_size} bytes, "
+        f"{st.max_clients} clients max, mode {st.mode:04o})",
+        f"  semaphores  {sems}" + (f"  debt={st.debt}" if st.debt else ""),
+        f"  totals      put {st.puts}, taken {st.taken}, re-queued {st.requeued}, "
+        f"recoveries {st.recoveries}",
+    ]
+    if not st.clients:
+        lines.append("  no clients attached")
+        return "\n".join(lines)
+    rows = [("ROLE", "PID", "ITEM", "RATE", "COUNT", "STATE")]
+    for c in st.clients:
+        item = _short(repr(c.item)) if c.role == "producer" else "-"
+        rows.append((c.role, str(c.pid), item, rate_text(c.rate), str(c.count), c.state))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        lines.append("  " + "  ".join(v.ljust(widths[i]) for i, v in enumerate(r)).rstrip())
+    return "\n".join(lines)
+
+
+def _short(text, width=16):
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def format_list(found):
+    if not found:
+        return "no shmfifo FIFOs on this machine (start one with: shmfifo fifo)"
+    rows = [("NAME", "DAEMON", "ITEMS", "CLIENTS")]
+    for name, st in found:
+        if isinstance(st, Exception):
+            rows.append((name, "-", "-", f"unreadable: {getattr(st, 'reason', st)}"))
+            continue
+        daemon = f"{st.daemon_pid} ({st.daemon})"
+        roles = {}
+        for c in st.clients:
+            roles[c.role] = roles.get(c.role, 0) + 1
+        clients = ", ".join(f"{n} {role}{'s' if n > 1 else ''}" for role, n in
+                            sorted(roles.items())) or "none"
+        rows.append((name, daemon, f"{st.items}/{st.capacity}", clients))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(widths[i]) for i, v in enumerate(r)).rstrip()
+                     for r in rows)
+
+
+def status_dict(st):
+    """A JSON-ready dict of a snapshot (for --json)."""
+    data = dataclasses.asdict(st)
+    data["semaphores"] = dict(st.semaphores)
+    for client in data["clients"]:
+        if client["rate"] is not None and client["rate"] == 0:
+            client["rate"] = None
+    return data

@@ -57,6 +57,8 @@ import math
 import time
 from typing import Callable, Optional
 
+from .errors import UsageError
+
 __all__ = [
     "Pacer",
     "parse_rate",
@@ -93,14 +95,16 @@ STOP_POLL_INTERVAL = 0.1
 # landing a float rounding error short of it does not ask for sleeps too short to advance it.
 _EPSILON = 1e-9
 
-_RATE_TEXT_ALLOWED = "a positive number of items per second or 'max'"
+_RATE_TEXT_ALLOWED = "use a positive number of items per second, or 'max' for unlimited"
+_RATE_ALLOWED = "use a positive number of items per second, or None or math.inf for unlimited"
+_SECONDS_ALLOWED = "use a finite number of seconds, 0 or more"
 
 
 def parse_rate(text: str) -> Optional[float]:
     """Parse a command-line rate: ``"5"``, ``"0.5"``, ``"1e3"`` -> float; ``"max"`` -> None.
 
     None means unlimited (for benchmarks). Zero, negative numbers, nan, inf and anything that is
-    not a number raise ValueError saying what is allowed.
+    not a number raise UsageError (a ValueError) saying what is allowed.
     """
     if text.strip().lower() == "max":
         return None
@@ -109,7 +113,7 @@ def parse_rate(text: str) -> Optional[float]:
     except ValueError:
         value = math.nan
     if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"rate must be {_RATE_TEXT_ALLOWED}, got {text!r}")
+        raise UsageError("rate", text, _RATE_TEXT_ALLOWED)
     return value
 
 
@@ -118,10 +122,7 @@ def _check_rate(rate: Optional[float]) -> Optional[float]:
     if rate is None or rate == math.inf:
         return None
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-        raise ValueError(
-            f"rate must be a positive number of items per second, or None or math.inf for "
-            f"unlimited, got {rate!r}"
-        )
+        raise UsageError("rate", rate, _RATE_ALLOWED)
     return float(rate)
 
 
@@ -154,17 +155,12 @@ class Pacer:
         max_batch: int = MAX_BATCH,
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-        if not (min_sleep >= 0 and math.isfinite(min_sleep)):
-            raise ValueError(
-                f"min_sleep must be a finite number of seconds >= 0, got {min_sleep!r}"
-            )
-        if not (slack >= 0 and math.isfinite(slack)):
-            raise ValueError(f"slack must be a finite number of seconds >= 0, got {slack!r}")
-        if not (max_lateness >= 0 and math.isfinite(max_lateness)):
-            raise ValueError(
-                f"max_lateness must be a finite number of seconds >= 0, got {max_lateness!r}"
-            )
+            raise UsageError("max_batch", max_batch, "use a whole number of items, 1 or more")
+        for argument, seconds in [
+            ("min_sleep", min_sleep), ("slack", slack), ("max_lateness", max_lateness)
+        ]:
+            if not (seconds >= 0 and math.isfinite(seconds)):
+                raise UsageError(argument, seconds, _SECONDS_ALLOWED)
         self._clock = clock
         self._sleep = sleep
         self._stop = stop
@@ -252,7 +248,7 @@ class Pacer:
         of a burst of catch-up items. Shorter blocks are jitter and are caught up.
         """
         if n < 0:
-            raise ValueError(f"n must be >= 0 items, got {n!r}")
+            raise UsageError("n", n, "use a number of items done, 0 or more")
         self._count += n
         self._k += n
         if self._rate is not None and stalled_for > self._stall_limit:

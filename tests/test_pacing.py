@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from shmfifo.errors import UsageError
 from shmfifo.pacing import MIN_SLEEP, STOP_POLL_INTERVAL, Pacer, parse_rate
 
 # A monotonic clock does not start at zero; a pacer that assumed it did would be found out here.
@@ -390,10 +391,13 @@ def test_parse_rate_accepts(text, rate):
 
 @pytest.mark.parametrize("text", ["0", "-1", "-0.5", "nan", "inf", "-inf", "abc", "", "5/s"])
 def test_parse_rate_rejects(text):
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(UsageError) as excinfo:
         parse_rate(text)
+    assert isinstance(excinfo.value, ValueError)  # what argparse type functions catch
+    assert (excinfo.value.argument, excinfo.value.given) == ("rate", text)
     assert str(excinfo.value) == (
-        f"rate must be a positive number of items per second or 'max', got {text!r}"
+        f"rate: {text!r} is not allowed; use a positive number of items per second, "
+        "or 'max' for unlimited"
     )
 
 
@@ -401,20 +405,21 @@ def test_parse_rate_message_example():
     with pytest.raises(ValueError) as excinfo:
         parse_rate("abc")
     assert str(excinfo.value) == (
-        "rate must be a positive number of items per second or 'max', got 'abc'"
+        "rate: 'abc' is not allowed; use a positive number of items per second, "
+        "or 'max' for unlimited"
     )
 
 
 @pytest.mark.parametrize("rate", [0, -1, math.nan, -math.inf, "5", True])
 def test_bad_rate_is_refused(rate):
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(UsageError) as excinfo:
         Pacer(rate)
     assert str(excinfo.value) == (
-        "rate must be a positive number of items per second, or None or math.inf for "
-        f"unlimited, got {rate!r}"
+        f"rate: {rate!r} is not allowed; use a positive number of items per second, "
+        "or None or math.inf for unlimited"
     )
     pacer = Pacer(1)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         pacer.set_rate(rate)
     assert pacer.rate == 1.0
 
@@ -423,5 +428,6 @@ def test_bad_rate_is_refused(rate):
     "kwargs", [{"max_batch": 0}, {"min_sleep": -1}, {"slack": math.nan}, {"max_lateness": -0.1}]
 )
 def test_bad_tuning_is_refused(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError) as excinfo:
         Pacer(1, **kwargs)
+    assert excinfo.value.argument == next(iter(kwargs))

@@ -22,8 +22,8 @@ import time
 from . import crashpoints, layout, lease, log as logs, names
 from .errors import CorruptSegment, FifoExists, UsageError
 from .layout import (ACTIVE, DRAINING, E_ROLE, E_STATE, FREE, H_CREATED, H_DAEMON_PID,
-                     H_DAEMON_START, H_DISCARDED, H_HEAD, H_MAGIC, H_RECOVERIES, H_STATE, H_TAIL,
-                     ROLE_PRODUCER, RUNNING, STOPPED)
+                     H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES,
+                     H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
 from .recovery import Recovery, dead_entries
 from .ring import _process_start_ms
 from .segment import Segment, unlink_names
@@ -270,6 +270,10 @@ class FifoDaemon:
                           "(start it again with: shmfifo fifo --name %s)",
                           self.name, kept, self.name)
             return StopReport(self.name, 0, kept, False, w[H_RECOVERIES])
+        if w[H_EPOCH] & 1:
+            # A recovery was abandoned (a stopped client blocked it): clients are parked and
+            # cannot drain; they leave when they see STOPPED.
+            self.drain_timeout = 0
         w[H_STATE] = DRAINING
         self.log.info("stopping: producers stop, consumers drain %d item(s) (up to %.1f s)",
                       self._count(), self.drain_timeout)

@@ -142,6 +142,9 @@ class Fifo:
         self._crash = crashpoints.hook()
         self.pid = os.getpid()
         self._seq = 0
+        # Seconds spent waiting for a free slot or an item (not for a lock): a rate loop
+        # restarts its schedule after such a stall instead of bursting.
+        self.blocked_s = 0.0
         self.index = self._claim_entry(role, param, rate)
         e = self._entry = g.entry_offset(self.index)
         self._e = e // 8          # entry's first word
@@ -228,6 +231,7 @@ class Fifo:
         w = self._w
         phase = w[self._e + E_PHASE]
         w[self._e + E_PHASE] = blocked_phase
+        started = time.monotonic()
         try:
             while True:
                 timeout = self._check_waiting(deadline, for_put)
@@ -240,6 +244,7 @@ class Fifo:
                     pass
         finally:
             w[self._e + E_PHASE] = phase
+            self.blocked_s += time.monotonic() - started
 
     def _wait_lock(self, lock):
         """Take a lock. Nobody blocks while holding one, so this waits only on a dead holder,
@@ -266,16 +271,20 @@ class Fifo:
         epoch = w[H_EPOCH]
         w[e + E_ACK] = epoch
         w[e + E_PHASE] = PARKED
+        started = time.monotonic()
         try:
             while w[H_EPOCH] == epoch:
                 if self._stop:
                     raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+                if w[H_STATE] == STOPPED:
+                    raise FifoClosed(self.name)
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 time.sleep(PARK_POLL)
             return True
         finally:
             w[e + E_PHASE] = IDLE
+            self.blocked_s += time.monotonic() - started
 
     @staticmethod
     def _deadline(block, timeout):
@@ -484,7 +493,7 @@ class Fifo:
         first = tail % nslots
         if got == 1:
             off = self._slots + first * size
-            n = 32 + (w[off >> 3] & 0xFFFFFFFF)
+            n = min(32 + (w[off >> 3] & 0xFFFFFFFF), size)
             b[rec:rec + n] = b[off:off + n]
         else:
             run = min(got, nslots - first)        # slots up to the end of the ring

@@ -61,7 +61,7 @@ class Runner:
                 continue
             if self.count is not None:
                 n = min(n, self.count - self.done)
-            started = time.monotonic()
+            blocked = fifo.blocked_s
             try:
                 did = self.step(fifo, n)
             except Stopped:
@@ -70,7 +70,8 @@ class Runner:
                 self.stop_reason = "the FIFO is shutting down"
                 break
             now = time.monotonic()
-            pacer.done(did, stalled_for=now - started)
+            # only waits for a slot or an item count as a stall, not lock contention
+            pacer.done(did, stalled_for=fifo.blocked_s - blocked)
             self.done += did
             if self.count is not None and self.done >= self.count:
                 self.stop_reason = f"count {self.count} reached"

@@ -1,0 +1,301 @@
+"""SIGKILL at every step of put, get and ack, and of the daemon's recovery.
+
+A client is made to kill itself at exactly one named step (SHMFIFO_CRASH_AT, see
+shmfifo/crashpoints.py) while survivors run. Afterwards: the survivors kept going, no item
+whose put returned is lost, an item is delivered twice only when its consumer died after
+printing it and before acknowledging it, the semaphores equal what the ring holds, and the
+dead client's entry is free again.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from procs import WAIT
+
+PUT_STEPS = {
+    # step: is the dying put's item committed (present in the ring) afterwards?
+    "put.empty": False, "put.lock": False, "put.written": False,
+    "put.commit": True, "put.unlock": True, "put.done": True,
+}
+GET_STEPS = {
+    # step: (was the item taken from the ring, was it printed by the victim)
+    "get.fill": (False, False), "get.lock": (False, False), "get.prepared": (False, False),
+    "get.copied": (False, False), "get.commit": (True, False), "get.taken": (True, False),
+    "get.unlock": (True, False), "get.done": (True, False),
+    "consumer.handled": (True, True), "ack": (True, True),
+}
+RECOVERY_STEPS = ["recovery.epoch", "recovery.quiescent", "recovery.journal",
+                  "recovery.copied", "recovery.tail", "recovery.record", "recovery.reset",
+                  "recovery.freed"]
+
+
+def status(name):
+    out = subprocess.run([sys.executable, "-m", "shmfifo", "status", name, "--json"],
+                         capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_until(predicate, timeout=WAIT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def records(proc):
+    return [json.loads(line) for line in proc.out if line.startswith("{")]
+
+
+def assert_consistent(name, expected_items=None):
+    """Semaphores equal what the ring holds, and no dead entry is left."""
+    st = status(name)
+    sems = st["semaphores"]
+    assert sems["fill"] == st["items"], st
+    assert sems["empty"] == max(0, st["capacity"] - st["items"]), st
+    assert sems["mutex"] == 1, st
+    if "take" in sems:
+        assert sems["take"] == 1, st
+    assert not [c for c in st["clients"] if c["state"].startswith("dead")], st
+    if expected_items is not None:
+        assert st["items"] == expected_items, st
+    return st
+
+
+def settle(name):
+    """Wait until a FIFO with no clients is consistent (a recovery may still be running)."""
+    def ok():
+        st = status(name)
+        return (not st["clients"] and st["daemon"] == "running"
+                and st["semaphores"]["fill"] == st["items"]
+                and st["semaphores"]["mutex"] == 1 and st)
+    return wait_until(ok, what=f"FIFO {name} to settle")
+
+
+def drain(procs, name, expected):
+    """Take exactly ``expected`` items with a fresh consumer; return its records."""
+    if expected == 0:
+        return []
+    consumer = procs.spawn("consumer", "--fifo", name, "rate=max", f"count={expected}",
+                           "--json")
+    assert consumer.wait() == 0, consumer.err
+    return records(consumer)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["mutex", "split"])
+@pytest.mark.parametrize("step", list(PUT_STEPS))
+def test_producer_killed_at_put_step(procs, fifo_name, step, split):
+    opts = ["--size", "8"] + (["--split-locks"] if split else [])
+    daemon = procs.daemon(fifo_name, *opts)
+    # Survivors: a producer and a consumer that must keep going through the crash.
+    survivor = procs.spawn("producer", "--fifo", fifo_name, "item=s", "rate=200")
+    consumer = procs.spawn("consumer", "--fifo", fifo_name, "rate=max", "--json")
+    survivor.wait_for("attached")
+    consumer.wait_for("attached")
+    victim = procs.spawn("producer", "--fifo", fifo_name, "item=v", "rate=100", "count=10",
+                         env={"SHMFIFO_CRASH_AT": f"{step}:3"})
+    assert victim.wait() == -signal.SIGKILL
+    died = time.monotonic()
+    daemon.wait_for(r"recovery \d+ done")
+    # The survivors resume: new survivor items arrive after the death.
+    seen = len(records(consumer))
+    wait_until(lambda: len(records(consumer)) >= seen + 20, what="survivors to keep going")
+    resumed = time.monotonic() - died
+    survivor.signal()
+    assert survivor.wait() == 0
+    put_by_survivor = int(survivor.wait_for(r"after (\d+) items").split("after ")[1].split()[0])
+    wait_until(lambda: status(fifo_name)["items"] == 0, what="consumer to drain")
+    consumer.signal()
+    assert consumer.wait() == 0
+    got = records(consumer)
+    victim_seqs = [r["seq"] for r in got if r["producer"] == victim.pid]
+    survivor_seqs = [r["seq"] for r in got if r["producer"] == survivor.pid]
+    committed = PUT_STEPS[step]
+    assert victim_seqs == ([1, 2, 3] if committed else [1, 2]), (step, victim_seqs)
+    assert survivor_seqs == list(range(1, put_by_survivor + 1))
+    assert resumed < 5.0
+    assert_consistent(fifo_name, expected_items=0)
+    daemon.signal()
+    assert daemon.wait() == 0
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["mutex", "split"])
+@pytest.mark.parametrize("step", list(GET_STEPS))
+def test_consumer_killed_at_get_step(procs, fifo_name, step, split):
+    opts = ["--size", "8"] + (["--split-locks"] if split else [])
+    daemon = procs.daemon(fifo_name, *opts)
+    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=200")
+    survivor = procs.spawn("consumer", "--fifo", fifo_name, "rate=100", "--json")
+    producer.wait_for("attached")
+    survivor.wait_for("attached")
+    victim = procs.spawn("consumer", "--fifo", fifo_name, "rate=100", "--json",
+                         env={"SHMFIFO_CRASH_AT": f"{step}:3"})
+    assert victim.wait() == -signal.SIGKILL
+    died = time.monotonic()
+    daemon.wait_for(r"recovery \d+ done")
+    seen = len(records(survivor))
+    wait_until(lambda: len(records(survivor)) >= seen + 20, what="survivor to keep going")
+    assert time.monotonic() - died < 5.0
+    producer.signal()
+    assert producer.wait() == 0
+    put = int(producer.wait_for(r"after (\d+) items").split("after ")[1].split()[0])
+    wait_until(lambda: status(fifo_name)["items"] == 0, what="survivor to drain")
+    survivor.signal()
+    assert survivor.wait() == 0
+    by_victim = [r["seq"] for r in records(victim)]
+    by_survivor = [r["seq"] for r in records(survivor)]
+    taken, printed = GET_STEPS[step]
+    # The victim printed 2 items, plus the third when it died after printing it.
+    assert len(by_victim) == (3 if printed else 2), by_victim
+    delivered = by_victim + by_survivor
+    # Nothing lost: every item the producer put was delivered.
+    assert set(delivered) == set(range(1, put + 1))
+    duplicates = len(delivered) - len(set(delivered))
+    # A duplicate only when the victim printed the item and died before acknowledging it.
+    assert duplicates == (1 if step == "consumer.handled" else 0), (step, duplicates)
+    if step == "consumer.handled":
+        assert by_victim[-1] in by_survivor
+    assert_consistent(fifo_name, expected_items=0)
+    daemon.signal()
+    assert daemon.wait() == 0
+
+
+@pytest.mark.parametrize("step", RECOVERY_STEPS)
+def test_daemon_killed_at_recovery_step(procs, fifo_name, step):
+    """A consumer dies holding an item; the daemon dies at one step of the recovery; a new
+    daemon adopts the FIFO and completes it without losing or duplicating the item."""
+    daemon = procs.daemon(fifo_name, "--size", "8", env={"SHMFIFO_CRASH_AT": step})
+    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max", "count=6")
+    assert producer.wait() == 0
+    victim = procs.spawn("consumer", "--fifo", fifo_name, "rate=max", "--json",
+                         env={"SHMFIFO_CRASH_AT": "get.taken:3"})
+    assert victim.wait() == -signal.SIGKILL
+    assert daemon.wait() == -signal.SIGKILL        # died at its crash point
+    restarted = procs.daemon(fifo_name)
+    restarted.wait_for(r"recovery \d+ done")
+    by_victim = [r["seq"] for r in records(victim)]
+    assert by_victim == [1, 2]
+    st = settle(fifo_name)
+    assert st["items"] == 4
+    assert_consistent(fifo_name, expected_items=4)
+    rest = [r["seq"] for r in drain(procs, fifo_name, 4)]
+    # item 3 was re-queued at the front, exactly once
+    assert sorted(rest) == [3, 4, 5, 6]
+    assert rest[0] == 3
+    assert_consistent(fifo_name, expected_items=0)
+    restarted.signal()
+    assert restarted.wait() == 0
+
+
+def _holder(name, hold_file):
+    """A library client that takes one item, reports it, and holds it without acking."""
+    return (
+        "import shmfifo, sys, time\n"
+        f"q = shmfifo.attach({name!r})\n"
+        "item = q.get(timeout=10)\n"
+        f"open({hold_file!r}, 'w').write(str(item))\n"
+        "time.sleep(60)\n"
+    )
+
+
+def test_two_clients_dying_together(procs, fifo_name, tmp_path):
+    daemon = procs.daemon(fifo_name, "--size", "8")
+    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max", "count=6")
+    assert producer.wait() == 0
+    holders = []
+    for k in range(2):
+        path = str(tmp_path / f"held{k}")
+        holders.append((procs.python(_holder(fifo_name, path)), path))
+        wait_until(lambda: os.path.exists(path) and open(path).read(), what="a held item")
+    for proc, _ in holders:
+        os.kill(proc.pid, signal.SIGKILL)
+    for proc, _ in holders:
+        assert proc.wait() == -signal.SIGKILL
+    daemon.wait_for(r"recovery \d+ done")
+    st = settle(fifo_name)
+    assert st["items"] == 6 and st["requeued"] == 2
+    got = drain(procs, fifo_name, 6)
+    assert sorted(r["seq"] for r in got) == [1, 2, 3, 4, 5, 6]
+    assert_consistent(fifo_name, expected_items=0)
+    daemon.signal()
+    assert daemon.wait() == 0
+
+
+def test_zombie_client_counts_as_dead(procs, fifo_name, tmp_path):
+    """A client that exited but was not reaped by its parent (a zombie) has released its
+    lease: the daemon recovers its item while the zombie still has its pid."""
+    daemon = procs.daemon(fifo_name, "--size", "8")
+    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max", "count=3")
+    assert producer.wait() == 0
+    held = str(tmp_path / "held")
+    code = (
+        "import os, sys, time, shmfifo\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    q = shmfifo.attach({fifo_name!r})\n"
+        "    q.get(timeout=10)\n"
+        "    os._exit(0)               # dies without close: the item is not acknowledged\n"
+        f"open({held!r}, 'w').write(str(pid))\n"
+        "time.sleep(60)                # never reaps the child: it stays a zombie\n"
+    )
+    parent = procs.python(code)
+    child = int(wait_until(lambda: os.path.exists(held) and open(held).read(), what="fork"))
+    daemon.wait_for(r"recovery \d+ done")
+    import psutil
+    assert psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    st = settle(fifo_name)
+    assert st["items"] == 3 and st["requeued"] == 1
+    got = drain(procs, fifo_name, 3)
+    assert [r["seq"] for r in got] == [1, 2, 3]
+    parent.kill()
+    daemon.signal()
+    assert daemon.wait() == 0
+
+
+def test_pid_reuse_does_not_fool_the_daemon(procs, fifo_name, tmp_path):
+    """A dead client's entry that names a live pid (with that process's real start time) is
+    still recovered: liveness is the kernel lease, not the pid."""
+    import psutil
+    from shmfifo.layout import E_PID, E_START
+    from shmfifo.segment import Segment
+
+    daemon = procs.daemon(fifo_name, "--size", "8", "--keep")
+    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max", "count=3")
+    assert producer.wait() == 0
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert daemon.wait() == -signal.SIGKILL
+    held = str(tmp_path / "held")
+    holder = procs.python(_holder(fifo_name, held).replace(
+        "q = shmfifo.attach", "import shmfifo.segment as s; s.Segment.daemon_alive = "
+        "lambda self: True\nq = shmfifo.attach"))
+    wait_until(lambda: os.path.exists(held) and open(held).read(), what="a held item")
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    # Make the dead entry name a live process: this test's own, with its real start time.
+    seg = Segment.open(fifo_name, require_daemon=False)
+    try:
+        g = seg.geometry
+        index = next(i for i in range(g.max_clients)
+                     if seg.words[g.entry_offset(i) // 8] == 1)
+        base = g.entry_offset(index) // 8
+        me = psutil.Process()
+        seg.words[base + E_PID] = me.pid
+        seg.words[base + E_START] = int(me.create_time() * 1000)
+    finally:
+        seg.close()
+    restarted = procs.daemon(fifo_name)
+    restarted.wait_for(r"recovery \d+ done")
+    st = settle(fifo_name)
+    assert st["items"] == 3 and st["requeued"] == 1
+    assert [r["seq"] for r in drain(procs, fifo_name, 3)] == [1, 2, 3]
+    restarted.signal()
+    assert restarted.wait() == 0

@@ -1,0 +1,65 @@
+"""Clients for the chaos test, run as ``python chaos_agents.py ROLE FIFO ID LOGFILE``.
+
+A producer puts "ID:seq" items and appends "seq" to its log after each put returns, so the
+log lists exactly the items whose put returned (the one put in progress at a kill may be
+in the FIFO without being logged). A consumer appends each item to its log, flushes, and
+only then acknowledges it, so an item is delivered twice only if its consumer was killed
+between the two: the duplicate's first copy is then the last line of a killed consumer's log.
+SIGTERM stops either cleanly.
+"""
+
+import signal
+import sys
+import time
+
+import shmfifo
+
+ATTACH_PATIENCE = 20.0     # the daemon may be down for a restart: keep trying this long
+
+
+def attach(name):
+    deadline = time.monotonic() + ATTACH_PATIENCE
+    while True:
+        try:
+            return shmfifo.attach(name)
+        except (shmfifo.DaemonNotRunning, shmfifo.CorruptSegment):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def main(role, name, ident, path):
+    stopping = []
+    handle = []
+
+    def stop(signum, frame):
+        stopping.append(signum)
+        if handle:
+            handle[0].request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    q = attach(name)
+    handle.append(q)
+    print("ready", flush=True)
+    with open(path, "a", buffering=1) as log, q:
+        seq = 0
+        while not stopping:
+            try:
+                if role == "producer":
+                    q.put(f"{ident}:{seq + 1}")
+                    seq += 1
+                    log.write(f"{seq}\n")
+                else:
+                    item = q.get(timeout=0.5)
+                    log.write(item + "\n")
+                    log.flush()
+                    q.ack()
+            except (shmfifo.Empty, shmfifo.Full):
+                continue
+            except (shmfifo.Stopped, shmfifo.FifoClosed):
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:5]))

@@ -25,17 +25,34 @@ class StillInUse(ShmfifoError):
 
 
 def set_rate(name, pid, rate):
-    """Set the rate of client ``pid`` of FIFO ``name`` (None = unlimited)."""
+    """Set the rate of client ``pid`` of FIFO ``name`` (None = unlimited), like writing a
+    module parameter: the client's loop picks it up at its next deadline.
+
+    Raises UsageError, and changes nothing, for a rate that is not a positive finite number
+    (or None) and for a pid that is not a live producer or consumer of the FIFO;
+    FifoNotFound if there is no such FIFO. The daemon need not be running: it is not in the
+    data path, and neither is this.
+    """
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                             or not (rate > 0 and math.isfinite(rate))):
+        raise UsageError("rate", rate, "use a positive number of items per second, or None "
+                                       "for unlimited")
     seg = Segment.open(name, require_daemon=False)
     try:
         index = find_client(seg, pid)
         if index is None:
-            raise UsageError("pid", pid, f"give the pid of a producer or consumer attached to "
+            raise UsageError("pid", pid, f"it is not a producer or consumer attached to FIFO "
                                          f"{name!r} (see: shmfifo status {name})")
         base = seg.geometry.entry_offset(index) // 8
         if seg.words[base + E_ROLE] not in (layout.ROLE_PRODUCER, layout.ROLE_CONSUMER):
             raise UsageError("pid", pid, "only a producer's or consumer's rate can be set")
+        # One aligned 8-byte store: the client reads either the old rate or the new one.
+        # (Known window: if the client detached and another process claimed the same entry
+        # between find_client and this store, the newcomer's rate is overwritten; the entry
+        # is re-checked below so that at least the command does not report success.)
         seg.floats[base + E_RATE] = math.inf if rate is None else float(rate)
+        if seg.words[base + E_PID] != pid or seg.words[base + E_STATE] != ACTIVE:
+            raise UsageError("pid", pid, f"it detached from FIFO {name!r} just now")
     finally:
         seg.close()
 
@@ -49,7 +66,7 @@ def clean(name, *, force=False):
     """
     names.validate(name)
     try:
-        seg = Segment.open(name, require_daemon=False)
+        seg = Segment.open(name, require_daemon=False, semaphores=False)
     except FifoNotFound:
         return unlink_names(name)            # maybe semaphores left without a segment
     except CorruptSegment:

@@ -143,7 +143,7 @@ class FifoDaemon:
             self.close()
             raise FifoExists(self.name, pid)
         try:
-            seg._map_and_validate(require_daemon=False, writable=True)
+            seg._map_and_validate(writable=True)
             seg._open_semaphores()
         except BaseException:
             self.close()

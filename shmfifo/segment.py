@@ -57,8 +57,10 @@ class Segment:
     # -- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, name, *, require_daemon=True, writable=True):
-        """Open an existing FIFO; raise FifoNotFound, DaemonNotRunning or CorruptSegment."""
+    def open(cls, name, *, require_daemon=True, writable=True, semaphores=True):
+        """Open an existing FIFO; raise FifoNotFound, DaemonNotRunning or CorruptSegment.
+
+        A damaged FIFO is reported as such even when its daemon is gone as well."""
         names.validate(name)
         seg = cls(name)
         try:
@@ -69,14 +71,17 @@ class Segment:
             except posix_ipc.PermissionsError:
                 raise CorruptSegment(name, "permission denied (it belongs to another user)") \
                     from None
-            seg._map_and_validate(require_daemon, writable)
-            seg._open_semaphores()
+            seg._map_and_validate(writable)
+            if semaphores:
+                seg._open_semaphores()
+            if require_daemon and not seg.daemon_alive():
+                raise DaemonNotRunning(name)
             return seg
         except BaseException:
             seg.close()
             raise
 
-    def _map_and_validate(self, require_daemon, writable):
+    def _map_and_validate(self, writable):
         fd = self.shm.fd
         deadline = time.monotonic() + STARTING_GRACE
         while True:
@@ -96,8 +101,6 @@ class Segment:
                 time.sleep(0.01)
                 continue
             raise CorruptSegment(self.name, reason)
-        if require_daemon and not self.daemon_alive():
-            raise DaemonNotRunning(self.name)
 
     def _map(self, size, writable):
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)

@@ -65,16 +65,20 @@ __all__ = ["Fifo", "attach", "Message"]
 
 # Longest single blocking wait: how quickly a waiter notices a stop, a shutdown or a recovery.
 WAIT_SLICE = 0.05
+# Polls of a semaphore's value before a blocking wait (about 0.05 us each).
+SPIN = int(__import__("os").environ.get("SHMFIFO_SPIN", "400"))
 # How often a parked client looks at the epoch again.
 PARK_POLL = 0.001
 
 _fence_lock = threading.Lock()
+_fence_acquire, _fence_release = _fence_lock.acquire, _fence_lock.release
 
 
 def fence():
-    """A full memory barrier: acquiring a lock executes an atomic read-modify-write."""
-    _fence_lock.acquire()
-    _fence_lock.release()
+    """A full memory barrier: acquiring a lock executes an atomic read-modify-write.
+    (The hot paths inline these two calls.)"""
+    _fence_acquire()
+    _fence_release()
 
 
 class Message:
@@ -187,16 +191,12 @@ class Fifo:
         """Make a blocked or future operation of this handle raise Stopped. Signal-safe."""
         self._stop = True
 
-    def _begin(self, phase):
-        """Enter an operation: publish the phase, fence, then look at the epoch and state."""
-        w = self._w
-        w[self._e + E_PHASE] = phase
-        fence()
-        if w[H_EPOCH] & 1:
-            raise _Park
+    def _refuse(self, for_put):
+        """An operation may not start: say why (after going back to IDLE)."""
+        self._w[self._e + E_PHASE] = IDLE
         if self._stop:
-            w[self._e + E_PHASE] = IDLE
             raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+        raise FifoClosed(self.name)
 
     def _idle(self):
         self._w[self._e + E_PHASE] = IDLE
@@ -220,14 +220,20 @@ class Fifo:
         return min(remaining, WAIT_SLICE)
 
     def _wait_token(self, sem, deadline, blocked_phase, for_put):
-        """Take one token of ``empty`` or ``fill``; False if the deadline passed."""
-        try:
-            sem.acquire(0)
-            return True
-        except posix_ipc.BusyError:
-            pass
+        """Take one token of ``empty`` or ``fill`` after a failed try; False if the deadline
+        passed."""
         if deadline is not None and deadline <= 0:
             return False                      # block=False: never wait
+        # Spin briefly before sleeping: when the other side is running on another core, a
+        # token usually arrives within microseconds, and a futex sleep plus wake-up costs
+        # tens of them (and makes the releaser pay a wake-up system call).
+        for _ in range(SPIN):
+            if sem.value:
+                try:
+                    sem.acquire(0)
+                    return True
+                except posix_ipc.BusyError:
+                    pass
         w = self._w
         phase = w[self._e + E_PHASE]
         w[self._e + E_PHASE] = blocked_phase
@@ -254,6 +260,13 @@ class Fifo:
             return
         except posix_ipc.BusyError:
             pass
+        for _ in range(SPIN):        # a lock is held for about a microsecond: spin first
+            if lock.value:
+                try:
+                    lock.acquire(0)
+                    return
+                except posix_ipc.BusyError:
+                    pass
         while True:
             if self._stop:
                 raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
@@ -306,7 +319,11 @@ class Fifo:
 
     def put(self, item, block=True, timeout=None):
         """Put one item; raise Full if no slot frees up in time."""
-        self._put_records([self._encode(item)], self._deadline(block, timeout))
+        record = encode(item)
+        if len(record[1]) > self.item_size:
+            raise ItemTooLarge(len(record[1]), self.item_size, self.name)
+        self._put_records((record,), None if block and timeout is None
+                          else self._deadline(block, timeout))
 
     def put_nowait(self, item):
         self.put(item, block=False)
@@ -343,16 +360,23 @@ class Fifo:
         w, b, e = self._w, self._b, self._e
         crash = self._crash
         empty = self._empty
-        self._begin(PUTTING)
-        if w[H_STATE] != RUNNING:
-            self._idle()
-            raise FifoClosed(self.name)
+        # Enter: publish the phase, fence, then read the epoch (the contract, above).
+        w[e + E_PHASE] = PUTTING
+        _fence_acquire()
+        _fence_release()
+        if w[H_EPOCH] & 1:
+            raise _Park
+        if self._stop or w[H_STATE] != RUNNING:
+            self._refuse(True)
         try:
-            if not self._wait_token(empty, deadline, BLOCKED_FULL, True):
-                raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)")
-        except BaseException:
-            self._idle()
-            raise
+            empty.acquire(0)
+        except posix_ipc.BusyError:
+            try:
+                if not self._wait_token(empty, deadline, BLOCKED_FULL, True):
+                    raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)") from None
+            except BaseException:
+                self._idle()
+                raise
         got = 1
         want = min(len(records) - start, self.capacity)
         try:
@@ -406,7 +430,7 @@ class Fifo:
 
     def get(self, block=True, timeout=None):
         """Take one item; raise Empty if none arrives in time."""
-        self._take(1, self._deadline(block, timeout))
+        self._take(1, None if block and timeout is None else self._deadline(block, timeout))
         return self._decode(self._record, False)
 
     def get_nowait(self):
@@ -455,16 +479,22 @@ class Fifo:
         w, b, e = self._w, self._b, self._e
         crash = self._crash
         fill = self._fill
-        self._begin(GETTING)
-        if w[H_STATE] == STOPPED:
-            self._idle()
-            raise FifoClosed(self.name)
+        w[e + E_PHASE] = GETTING
+        _fence_acquire()
+        _fence_release()
+        if w[H_EPOCH] & 1:
+            raise _Park
+        if self._stop or w[H_STATE] == STOPPED:
+            self._refuse(False)
         try:
-            if not self._wait_token(fill, deadline, BLOCKED_EMPTY, False):
-                raise Empty(f"FIFO {self.name!r} is empty")
-        except BaseException:
-            self._idle()
-            raise
+            fill.acquire(0)
+        except posix_ipc.BusyError:
+            try:
+                if not self._wait_token(fill, deadline, BLOCKED_EMPTY, False):
+                    raise Empty(f"FIFO {self.name!r} is empty") from None
+            except BaseException:
+                self._idle()
+                raise
         got = 1
         try:
             while got < max_items:

@@ -110,8 +110,15 @@ class FifoDaemon:
         seg = Segment.create(self.name, geometry, self.mode)
         if seg is not None:
             self.seg = seg
-            if not lease.try_lock(seg.fd, lease.DAEMON_BYTE):  # cannot happen: it is new
-                raise FifoExists(self.name)
+            # Another daemon starting at the same instant may hold the lease for a moment
+            # (it finds no MAGIC yet and gives up): wait it out.
+            deadline = time.monotonic() + 2.0
+            while not lease.try_lock(seg.fd, lease.DAEMON_BYTE):
+                if time.monotonic() > deadline:
+                    seg.unlink()
+                    self.close()
+                    raise FifoExists(self.name)
+                time.sleep(0.005)
             w = seg.words
             w[H_HEAD] = w[H_TAIL] = layout.BASE
             w[H_CREATED] = time.time_ns()

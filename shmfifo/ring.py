@@ -282,6 +282,8 @@ class Fifo:
         """Hold nothing, acknowledge the recovery, and wait until it is over."""
         w, e = self._w, self._e
         epoch = w[H_EPOCH]
+        if not epoch & 1:
+            return True                 # the recovery ended before we got here
         w[e + E_ACK] = epoch
         w[e + E_PHASE] = PARKED
         started = time.monotonic()

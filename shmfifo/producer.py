@@ -7,6 +7,7 @@
 """
 
 from . import layout
+from .errors import FifoClosed, Stopped
 from .ring import attach
 from .runner import Runner, _rate_text
 
@@ -20,10 +21,17 @@ def run_producer(fifo_name, item, rate, *, count=None, log):
         runner = Runner(fifo, None, count=count, log=log)
 
         def step(fifo, n):
-            if n == 1:
-                fifo.put(item)
-            else:
-                fifo.put_many([item] * n)
+            before = fifo._seq
+            try:
+                if n == 1:
+                    fifo.put(item)
+                else:
+                    fifo.put_many([item] * n)
+            except (Stopped, FifoClosed) as stop:
+                # put_many may have committed part of the batch before it was stopped: those
+                # items are in the FIFO and belong in the summary's count.
+                stop.done = fifo._seq - before
+                raise
             if log.isEnabledFor(10):
                 for k in range(n):
                     log.debug("put %r (#%d)", item, runner.done + k + 1)

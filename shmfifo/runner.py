@@ -64,9 +64,11 @@ class Runner:
             blocked = fifo.blocked_s
             try:
                 did = self.step(fifo, n)
-            except Stopped:
+            except Stopped as stop:
+                self.done += getattr(stop, "done", 0)     # items of a batch cut short
                 break
-            except FifoClosed:
+            except FifoClosed as closed:
+                self.done += getattr(closed, "done", 0)
                 self.stop_reason = "the FIFO is shutting down"
                 break
             now = time.monotonic()

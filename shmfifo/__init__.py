@@ -11,13 +11,13 @@ The lab's exported symbols, as a Python API::
 
 from .daemon import FifoDaemon, StopReport, serve
 from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClosed, FifoExists,
-                     FifoNotFound, Full, ItemTooLarge, NoFreeEntry, ShmfifoError, Stopped,
-                     UsageError)
+                     FifoNotFound, Full, HandleClosed, ItemTooLarge, NoFreeEntry, ShmfifoError,
+                     Stopped, UsageError)
 from .names import DEFAULT_NAME
 from .ring import Fifo, Message, attach
 
 __all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DEFAULT_NAME",
            "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
-           "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "Stopped",
-           "NoFreeEntry", "Full", "Empty"]
+           "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed",
+           "Stopped", "NoFreeEntry", "Full", "Empty"]
 __version__ = "0.1.0"

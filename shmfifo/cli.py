@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 
@@ -39,9 +40,13 @@ class _Usage(Exception):
     """A command-line mistake: printed as one line, exit 2."""
 
 
+# argparse prefixes a type's message with "argument --size: "; ours already names the argument.
+_NAMED_TWICE = re.compile(r"\Aargument ([^:]+): [-\w]+: (.*)", re.DOTALL)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise _Usage(message)
+        raise _Usage(_NAMED_TWICE.sub(r"\1: \2", message))
 
 
 def _positive_int(arg):
@@ -186,15 +191,30 @@ def build_parser():
     p.add_argument("name", nargs="?", type=_name, help="FIFO name (default: list all)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--watch", action="store_true",
-                   help="redraw a live view about once a second (q or Ctrl-C to quit)")
+                   help="a live view like top, redrawn in place once a second: fill bar, "
+                        "puts and takes per second, the daemon, each client's configured "
+                        "and achieved rate (q or Ctrl-C to quit). Needs NAME unless only "
+                        "one FIFO exists. When output is not a terminal, prints a plain "
+                        "snapshot every interval instead")
+    p.add_argument("--interval", type=_seconds("interval"), default=None, metavar="SECONDS",
+                   help="with --watch: seconds between redraws (default: 1; rates are "
+                        "always measured over the last second or more)")
+    p.add_argument("--count", type=_positive_int("count"), default=None, metavar="N",
+                   help="with --watch: stop after N redraws or snapshots (default: until "
+                        "q, Ctrl-C or the FIFO is removed)")
 
     p = sub.add_parser("set", formatter_class=fmt, epilog=EXIT_CODES,
                        help="change a running client's rate (a writable module parameter)",
-                       description="Change the rate of a running producer or consumer; it "
-                                   "takes effect at its next deadline.")
+                       description="Change the rate of a running producer or consumer, like "
+                                   "writing a module parameter: status shows it at once, and "
+                                   "the client's loop picks it up at its next deadline (a "
+                                   "client blocked on a full or empty FIFO, after that "
+                                   "operation). A bad rate or a pid that is not a client of "
+                                   "the FIFO is a usage error, and nothing changes.")
     p.add_argument("name", type=_name, help="FIFO name")
     p.add_argument("pid", type=_positive_int("pid"), help="the client's pid (see status)")
-    p.add_argument("params", nargs="+", metavar="rate=R", help="the new rate")
+    p.add_argument("params", nargs="+", metavar="rate=R",
+                   help="the new rate: items per second (fractions allowed), or max")
 
     p = sub.add_parser("clean", formatter_class=fmt, epilog=EXIT_CODES,
                        help="remove the names of a FIFO whose processes are all dead",
@@ -209,8 +229,13 @@ def build_parser():
     p = sub.add_parser("demo", formatter_class=fmt, epilog=EXIT_CODES,
                        help="a daemon, two producers and a consumer for about 10 seconds",
                        description="Start a daemon, two producers with different items and "
-                                   "rates and one consumer, show them live, then stop "
-                                   "everything cleanly and summarise.")
+                                   "rates and one consumer, as separate processes, and show "
+                                   "them live (status --watch); part-way the consumer is "
+                                   "slowed with set, so the FIFO fills up. Then stop "
+                                   "everything in order and summarise the items produced and "
+                                   "consumed per producer. q or Ctrl-C stops it early, just "
+                                   "as cleanly. On a non-terminal the view is plain "
+                                   "snapshots.")
     p.add_argument("--seconds", type=_seconds("seconds"), default=10.0,
                    help="how long to run (default: 10)")
     return parser
@@ -282,9 +307,27 @@ def _cmd_consumer(args):
 
 def _cmd_status(args):
     from . import status
+    if args.interval is not None or args.count is not None:
+        if not args.watch:
+            raise _Usage("--interval and --count go with --watch")
+        if args.interval is not None and args.interval < 0.1:
+            raise _Usage(f"--interval: {args.interval:g} is too short; use 0.1 s or more")
     if args.watch:
         from .watch import watch
-        return watch(args.name)
+        if args.json:
+            raise _Usage("--json and --watch do not go together")
+        name = args.name
+        if name is None:
+            found = names.list_fifos()
+            if not found:
+                print("shmfifo status: error: no FIFO to watch on this machine (start one "
+                      "with: shmfifo fifo)", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            if len(found) > 1:
+                raise _Usage(f"--watch needs a NAME: there are {len(found)} FIFOs "
+                             f"({', '.join(sorted(found))})")
+            name = found[0]
+        return watch(name, interval=args.interval or 1.0, count=args.count)
     if args.name:
         st = status.snapshot(args.name)
         print(json.dumps(status.status_dict(st), indent=2) if args.json

@@ -79,7 +79,9 @@ class FifoDaemon:
         self.log = log or logs.get("fifo")
         self.seg = None
         self.adopted = False
-        self._stop = threading.Event()
+        # A plain flag, not a threading.Event: request_stop() runs in signal handlers, and an
+        # Event's lock may be held by the very thread the handler interrupted.
+        self._stop = False
         self._crash = crashpoints.hook()
 
     # -- start ------------------------------------------------------------------------------
@@ -200,10 +202,10 @@ class FifoDaemon:
 
     def request_stop(self):
         """Ask serve_forever to stop gracefully. Safe from a signal handler or a thread."""
-        self._stop.set()
+        self._stop = True
 
     def stopping(self):
-        return self._stop.is_set()
+        return self._stop
 
     def check_clients(self):
         """Run a recovery if a client has died. Returns the entries freed (maybe none)."""
@@ -225,7 +227,7 @@ class FifoDaemon:
                              ", ".join(f"pid {seg.words[seg.geometry.entry_offset(i) // 8 + 1]}"
                                        for i in dead))
         recovery = Recovery(seg, self.log, kill_stopped=self.kill_stopped,
-                            should_stop=self._stop.is_set)
+                            should_stop=self.stopping)
         freed = recovery.run(dead)
         if freed is None:
             self.log.warning("recovery abandoned: stop requested while clients were stopped")
@@ -241,8 +243,9 @@ class FifoDaemon:
         if self.seg is None:
             self.start()
         try:
-            while not self._stop.wait(self.poll):
+            while not self._stop:
                 self.check_clients()
+                time.sleep(self.poll)
             return self._shutdown()
         finally:
             self.close()

@@ -9,7 +9,8 @@ import queue
 
 __all__ = [
     "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
-    "FifoExists", "CorruptSegment", "FifoClosed", "Stopped", "NoFreeEntry", "Full", "Empty",
+    "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "Stopped", "NoFreeEntry",
+    "Full", "Empty",
 ]
 
 
@@ -100,6 +101,14 @@ class FifoClosed(ShmfifoError):
     def __init__(self, name):
         self.name = name
         super().__init__(f"FIFO {name!r} is shutting down")
+
+
+class HandleClosed(ShmfifoError):
+    """This handle was closed (by ``close()`` or leaving its ``with`` block)."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"this handle on FIFO {name!r} is closed; attach again to use the FIFO")
 
 
 class Stopped(ShmfifoError):

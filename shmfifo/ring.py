@@ -52,7 +52,8 @@ import time
 import posix_ipc
 
 from . import crashpoints, layout, lease
-from .errors import Empty, FifoClosed, Full, ItemTooLarge, NoFreeEntry, Stopped, UsageError
+from .errors import (Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, NoFreeEntry, Stopped,
+                     UsageError)
 from .items import decode, encode
 from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATTACHED,
                      E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS,
@@ -348,10 +349,17 @@ class Fifo:
             try:
                 done += self._put_run(records, done, deadline)
             except _Park:
-                if not self._park(deadline):
-                    break
+                try:
+                    if not self._park(deadline):
+                        break
+                except (Stopped, FifoClosed) as error:
+                    error.put = done
+                    raise
             except Full:
                 break
+            except (Stopped, FifoClosed) as error:
+                error.put = done          # like Full.put: the items before these are in
+                raise
         if done < total:
             error = Full(f"FIFO {self.name!r} is full ({self.capacity} items)")
             error.put = done
@@ -607,6 +615,17 @@ class Fifo:
         self._w = self._b = None
         self._seg.close()
         self._seg = None
+        # Every operation now says the handle is closed; instance attributes shadow the
+        # methods, so the open path pays nothing for this check.
+        for op in self._OPERATIONS:
+            setattr(self, op, self._closed)
+
+    _OPERATIONS = ("put", "put_nowait", "put_many", "get", "get_nowait", "get_many",
+                   "get_message", "ack", "qsize", "empty", "full", "daemon_alive", "state",
+                   "set_rate")
+
+    def _closed(self, *args, **kwargs):
+        raise HandleClosed(self.name)
 
     def __enter__(self):
         return self

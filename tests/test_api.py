@@ -443,8 +443,6 @@ def test_a_handle_held_across_a_daemon_stop_raises_fifo_closed(fifo_name):
             q.close()
 
 
-@pytest.mark.xfail(reason="ring.py: a closed handle raises TypeError ('NoneType' object ...) "
-                          "instead of an error saying it was closed", strict=True)
 def test_using_a_closed_handle_raises_an_error_saying_so(fifo_name):
     with shmfifo.serve(fifo_name, capacity=4):
         q = shmfifo.attach(fifo_name)
@@ -454,9 +452,6 @@ def test_using_a_closed_handle_raises_an_error_saying_so(fifo_name):
                 operation()
 
 
-@pytest.mark.xfail(reason="ring.py: put_many cut short by request_stop (Stopped) or a daemon "
-                          "stop (FifoClosed) does not say how many items it put, as Full "
-                          "does with .put", strict=True)
 def test_put_many_cut_short_by_a_stop_says_how_many_it_put(fifo_name):
     with shmfifo.serve(fifo_name, capacity=2):
         putter = Blocked(fifo_name, lambda h: h.put_many([1, 2, 3, 4]))

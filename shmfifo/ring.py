@@ -103,10 +103,15 @@ class _Park(Exception):
 
 
 def _process_start_ms(pid):
+    """A process's start time in ms since the epoch, as psutil's create_time() computes it
+    (boot time + start ticks), read from /proc so that clients need not import psutil."""
     try:
-        import psutil
-        return int(psutil.Process(pid).create_time() * 1000)
-    except Exception:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+        return int((boot + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+    except (OSError, ValueError, IndexError, StopIteration):
         return 0
 
 

@@ -65,6 +65,9 @@ def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None):
             if crash:
                 crash("consumer.handled")
             fifo.ack()
+            if log.isEnabledFor(10):
+                log.debug("took %s (producer %d, seq %d, #%d)", format_item(message.item),
+                          message.producer, message.seq, runner.done + 1)
             return 1
 
         runner.step = step

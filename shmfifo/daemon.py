@@ -19,11 +19,11 @@ import os
 import threading
 import time
 
-from . import crashpoints, layout, lease, log as logs, names
+from . import layout, lease, log as logs, names
 from .errors import CorruptSegment, FifoExists, UsageError
-from .layout import (ACTIVE, DRAINING, E_ROLE, E_STATE, FREE, H_CREATED, H_DAEMON_PID,
-                     H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES,
-                     H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
+from .layout import (ACTIVE, DRAINING, E_ATTACHED, E_PID, E_ROLE, E_STATE, FREE, H_CREATED,
+                     H_DAEMON_PID, H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC,
+                     H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
 from .recovery import Recovery, dead_entries
 from .ring import _process_start_ms
 from .segment import Segment, unlink_names
@@ -82,7 +82,7 @@ class FifoDaemon:
         # A plain flag, not a threading.Event: request_stop() runs in signal handlers, and an
         # Event's lock may be held by the very thread the handler interrupted.
         self._stop = False
-        self._crash = crashpoints.hook()
+        self._known = {}          # entry index -> (pid, attached time, text), for the log
 
     # -- start ------------------------------------------------------------------------------
 
@@ -210,9 +210,39 @@ class FifoDaemon:
     def check_clients(self):
         """Run a recovery if a client has died. Returns the entries freed (maybe none)."""
         dead = dead_entries(self.seg)
-        if dead:
-            return self._recover(dead)
-        return []
+        freed = self._recover(dead) if dead else []
+        self._log_attachments(freed)
+        return freed
+
+    def _log_attachments(self, freed):
+        """Log clients that attached or detached since the last look, like dmesg does."""
+        seg, w = self.seg, self.seg.words
+        seen = {}
+        for index in range(seg.geometry.max_clients):
+            base = seg.geometry.entry_offset(index) // 8
+            if w[base + E_STATE] != ACTIVE:
+                continue
+            key = (w[base + E_PID], w[base + E_ATTACHED])
+            known = self._known.get(index)
+            if known is not None and known[:2] == key:
+                seen[index] = known
+                continue
+            role = layout.ROLE_NAMES.get(w[base + E_ROLE], "client")
+            start = seg.geometry.entry_offset(index) + layout.PARAM_OFFSET
+            item = bytes(seg.buf[start:start + layout.PARAM_BYTES]).rstrip(b"\0")
+            rate = seg.floats[base + layout.E_RATE]
+            params = []
+            if item:
+                params.append(f"item={item.decode('utf-8', 'backslashreplace')!r}")
+            if rate:
+                params.append("rate=max" if rate == float("inf") else f"rate={rate:g}/s")
+            text = f"{role} pid {key[0]}"
+            seen[index] = key + (text,)
+            self.log.info("%s attached%s", text, f" ({', '.join(params)})" if params else "")
+        for index, known in self._known.items():
+            if index not in seen and index not in freed:
+                self.log.info("%s detached", known[2])
+        self._known = seen
 
     def _recover(self, dead, adopting=False):
         seg = self.seg

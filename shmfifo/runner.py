@@ -33,12 +33,14 @@ class Runner:
         self.done = 0
         self.stop_reason = None
         self._stopping = False
+        self._handlers_installed = False
         self.max_batch = max_batch or fifo.batch_max
         self.started = time.monotonic()
 
     def install_signal_handlers(self):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        self._handlers_installed = True
 
     def _on_signal(self, signum, frame):
         # Never raise here: a handler that raises inside a semaphore wait leaks the token.
@@ -87,6 +89,11 @@ class Runner:
                 elif alive and daemon_gone:
                     self.log.info("a daemon of FIFO %r is running again", fifo.name)
                 daemon_gone = not alive
+        if self._handlers_installed:
+            # The loop is over: a second SIGTERM must not kill the exit half-way (and Python
+            # resets handlers other than SIG_IGN to the default while it shuts down).
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
         return self.done
 
     def elapsed(self):

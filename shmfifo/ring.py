@@ -60,7 +60,7 @@ from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATT
                      E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS,
                      E_RATE, E_ROLE, E_START, E_STATE, FREE, GETTING, H_DEBT,
                      H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PARKED, PREPARED, PUTTING,
-                     RUNNING, SLOT_HEADER, STOPPED, TAKEN)
+                     RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAKEN)
 from .segment import Segment
 
 __all__ = ["Fifo", "attach", "Message"]
@@ -351,7 +351,11 @@ class Fifo:
         deadlock. On Full, the items before the first one not put are in the FIFO and the
         exception's ``put`` attribute says how many.
         """
-        records = [self._encode(item) for item in items]
+        records = list(map(encode, items))
+        limit = self.item_size
+        for _, payload in records:
+            if len(payload) > limit:    # refused before any item of the batch is put
+                raise ItemTooLarge(len(payload), limit, self.name)
         self._put_records(records, self._deadline(block, timeout))
 
     def _put_records(self, records, deadline):
@@ -423,13 +427,16 @@ class Fifo:
         seq = self._seq
         now = time.monotonic_ns()
         pack = SLOT_HEADER.pack_into
-        for i in range(got):
-            tag, payload = records[start + i]
-            off = slots + (head + i) % nslots * size
+        off = slots + head % nslots * size
+        end = slots + nslots * size
+        for tag, payload in records[start:start + got]:
             seq += 1
             n = len(payload)
             pack(b, off, n, tag, pid, seq, now)
             b[off + 32:off + 32 + n] = payload
+            off += size
+            if off == end:
+                off = slots
         if crash:
             crash("put.written")
         w[H_HEAD] = head + got          # commit: the slots are written before head shows them
@@ -469,8 +476,16 @@ class Fifo:
         if not isinstance(max_items, int) or max_items < 1:
             raise UsageError("max_items", max_items, "use a whole number of 1 or more")
         n = self._take(min(max_items, self.batch_max), self._deadline(block, timeout))
-        rec, size = self._record, self._slot_size
-        return [self._decode(rec + i * size, False) for i in range(n)]
+        rec, size, b, mm = self._record, self._slot_size, self._b, self._seg.mm
+        unpack = SLOT_HEADER.unpack_from
+        items = []
+        for off in range(rec, rec + n * size, size):
+            length, tag, _, _, _ = unpack(b, off)
+            if tag == TAG_BYTES:
+                items.append(mm[off + 32:off + 32 + length])   # one copy, straight to bytes
+            else:
+                items.append(decode(tag, b[off + 32:off + 32 + length]))
+        return items
 
     def ack(self):
         """Mark the items of the last get as handled: a crash now will not re-deliver them.
@@ -482,7 +497,10 @@ class Fifo:
     def _decode(self, off, with_meta):
         b = self._b
         n, tag, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
-        item = decode(tag, b[off + 32:off + 32 + n])
+        if tag == TAG_BYTES:
+            item = self._seg.mm[off + 32:off + 32 + n]
+        else:
+            item = decode(tag, b[off + 32:off + 32 + n])
         if with_meta:
             return Message(item, producer, seq, put_ns)
         return item

@@ -267,12 +267,8 @@ class Fifo:
 
     def _wait_lock(self, lock):
         """Take a lock. Nobody blocks while holding one, so this waits only on a dead holder,
-        which a recovery will resolve: the wait ends by parking, not by a deadline."""
-        try:
-            lock.acquire(0)
-            return
-        except posix_ipc.BusyError:
-            pass
+        which a recovery will resolve: the wait ends by parking, not by a deadline. Called
+        after a failed try."""
         for _ in range(SPIN):        # a lock is held for about a microsecond: spin first
             if lock.value:
                 try:
@@ -337,8 +333,11 @@ class Fifo:
         record = encode(item)
         if len(record[1]) > self.item_size:
             raise ItemTooLarge(len(record[1]), self.item_size, self.name)
-        self._put_records((record,), None if block and timeout is None
-                          else self._deadline(block, timeout))
+        deadline = None if block and timeout is None else self._deadline(block, timeout)
+        try:
+            self._put_run((record,), 0, deadline)      # the common case: one frame less
+        except _Park:
+            self._put_records((record,), deadline)
 
     def put_nowait(self, item):
         self.put(item, block=False)
@@ -404,22 +403,28 @@ class Fifo:
                 self._idle()
                 raise
         got = 1
-        want = min(len(records) - start, self.capacity)
-        try:
-            while got < want:
-                empty.acquire(0)
-                got += 1
-        except posix_ipc.BusyError:
-            pass
+        want = len(records) - start
+        if want > 1:
+            want = min(want, self.capacity)
+            try:
+                while got < want:
+                    empty.acquire(0)
+                    got += 1
+            except posix_ipc.BusyError:
+                pass
         if crash:
             crash("put.empty")
+        lock = self._put_lock
         try:
-            self._wait_lock(self._put_lock)
-        except BaseException:
-            for _ in range(got):
-                empty.release()
-            self._idle()
-            raise
+            lock.acquire(0)
+        except posix_ipc.BusyError:
+            try:
+                self._wait_lock(lock)
+            except BaseException:
+                for _ in range(got):
+                    empty.release()
+                self._idle()
+                raise
         if crash:
             crash("put.lock")
         head = w[H_HEAD]
@@ -442,11 +447,12 @@ class Fifo:
         w[H_HEAD] = head + got          # commit: the slots are written before head shows them
         if crash:
             crash("put.commit")
-        self._put_lock.release()
+        lock.release()
         if crash:
             crash("put.unlock")
         fill = self._fill
-        for _ in range(got):
+        fill.release()
+        for _ in range(got - 1):
             fill.release()
         self._seq = seq
         w[e + E_PUTS] = seq
@@ -459,7 +465,12 @@ class Fifo:
 
     def get(self, block=True, timeout=None):
         """Take one item; raise Empty if none arrives in time."""
-        self._take(1, None if block and timeout is None else self._deadline(block, timeout))
+        deadline = None if block and timeout is None else self._deadline(block, timeout)
+        self._w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
+        try:
+            self._take_run(1, deadline)                # the common case: one frame less
+        except _Park:
+            self._take(1, deadline)
         return self._decode(self._record, False)
 
     def get_nowait(self):
@@ -536,21 +547,26 @@ class Fifo:
                 self._idle()
                 raise
         got = 1
-        try:
-            while got < max_items:
-                fill.acquire(0)
-                got += 1
-        except posix_ipc.BusyError:
-            pass
+        if max_items > 1:
+            try:
+                while got < max_items:
+                    fill.acquire(0)
+                    got += 1
+            except posix_ipc.BusyError:
+                pass
         if crash:
             crash("get.fill")
+        lock = self._take_lock
         try:
-            self._wait_lock(self._take_lock)
-        except BaseException:
-            for _ in range(got):
-                fill.release()
-            self._idle()
-            raise
+            lock.acquire(0)
+        except posix_ipc.BusyError:
+            try:
+                self._wait_lock(lock)
+            except BaseException:
+                for _ in range(got):
+                    fill.release()
+                self._idle()
+                raise
         if crash:
             crash("get.lock")
         tail = w[H_TAIL]
@@ -586,12 +602,15 @@ class Fifo:
             paid = min(debt, got)     # re-queued items in spare slots have no empty token
             w[H_DEBT] = debt - paid
             free -= paid
-        self._take_lock.release()
+        lock.release()
         if crash:
             crash("get.unlock")
         empty = self._empty
-        for _ in range(free):
+        if free == 1:
             empty.release()
+        else:
+            for _ in range(free):
+                empty.release()
         w[e + E_GETS] += got
         w[e + E_PHASE] = IDLE
         if crash:

@@ -9,3 +9,10 @@ bench/results.md and bench/results.png; raw data and build products to bench/out
 
 Benchmarks are not tests: nothing here asserts; the report says PASS or MISS against targets.
 """
+
+import os
+
+# The suite forks its workers, so the parent must stay single-threaded; numpy's OpenBLAS would
+# otherwise start a thread pool at import (the suite never uses BLAS).
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")

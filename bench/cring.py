@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import items, names
-from .workloads import RunFailed, _rate
+from .workloads import RunFailed, checked_rate
 
 __all__ = ["build", "CRing"]
 
@@ -78,7 +78,7 @@ class CRing:
                                 workdir, timeout)
             results = [items.read_words(f"{out}.c{index}.words")
                        for index in range(workload.consumers)]
-            return _rate(t0, results, workload.producers, per_producer)
+            return checked_rate(t0, results, workload.producers, per_producer)
         finally:
             _clear(workdir)
 
@@ -87,7 +87,7 @@ class CRing:
         try:
             t0, out = self._run(["latency", capacity, item_size, count, rate],
                                 workdir, timeout=30 + 3 * count / rate)
-            _rate(t0, [items.read_words(f"{out}.c0.words")], 1, count)
+            checked_rate(t0, [items.read_words(f"{out}.c0.words")], 1, count)
             return np.fromfile(f"{out}.lat", dtype="<i8")
         finally:
             _clear(workdir)

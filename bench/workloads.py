@@ -26,7 +26,7 @@ from . import items
 from .peers import CTX
 
 __all__ = ["Workload", "RunFailed", "throughput_workloads", "run_peer", "run_latency_peer",
-           "measure", "Measurement"]
+           "checked_rate", "measure", "Measurement", "log"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,6 @@ class Measurement:
     runs: list = dataclasses.field(default_factory=list)
     items: int = 0
     failure: str = ""
-    note: str = ""
 
     @property
     def ok(self):
@@ -216,12 +215,24 @@ def _run(peer, workdir, producers, consumers, producer_body, producer_args, batc
 
 
 def _join_all(group, deadline, workdir, procs):
-    for proc in group:
-        proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        if proc.exitcode is None:
-            raise RunFailed(f"{proc.name} still running at the time bound" + _errors(workdir, procs))
-        if proc.exitcode != 0:
-            raise RunFailed(f"{proc.name} exited with {proc.exitcode}" + _errors(workdir, procs))
+    """Wait for every process of `group` to exit 0; fail as soon as any worker of the run
+    fails (a dead consumer would otherwise leave producers blocked until the time bound)."""
+    while True:
+        # One snapshot for both lists: a process that exits after it is still in the wait list,
+        # and its sentinel stays readable, so no exit can be missed.
+        alive = [p for p in procs if p.exitcode is None]
+        for proc in procs:
+            if proc.exitcode not in (None, 0):
+                raise RunFailed(f"{proc.name} exited with {proc.exitcode}"
+                                + _errors(workdir, procs))
+        running = [p for p in group if p in alive]
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            raise RunFailed(f"{running[0].name} still running at the time bound"
+                            + _errors(workdir, procs))
+        multiprocessing.connection.wait([p.sentinel for p in alive],
+                                        timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _errors(workdir, procs):
@@ -239,10 +250,11 @@ def run_peer(peer, workload, per_producer, workdir, timeout):
     t0, results, _ = _run(
         peer, workdir, workload.producers, workload.consumers, _produce,
         (per_producer, workload.item_size, workload.batch), workload.batch, timeout)
-    return _rate(t0, results, workload.producers, per_producer)
+    return checked_rate(t0, results, workload.producers, per_producer)
 
 
-def _rate(t0, results, producers, per_producer):
+def checked_rate(t0, results, producers, per_producer):
+    """Items/s from the release (t0) to the last item received, if the delivery check passes."""
     try:
         items.check_delivery([words for _, words in results], producers, per_producer)
     except items.DeliveryError as error:
@@ -256,7 +268,7 @@ def run_latency_peer(peer, count, rate, workdir):
     t0, results, latencies = _run(
         peer, workdir, 1, 1, _produce_paced, (count, peer.item_size, rate), 1,
         timeout=30 + 3 * count / rate, latency=True)
-    _rate(t0, results, 1, count)
+    checked_rate(t0, results, 1, count)
     return latencies
 
 
@@ -271,9 +283,10 @@ def measure(run_once, repeat, target_s, max_items, start_items=2000):
         total = start_items
         while True:
             rate = run_once(total)
+            # A run much shorter than the target is dominated by noise: grow it and re-estimate.
             if total / rate >= target_s / 10 or total >= max_items:
                 break
-            total = min(max_items, total * 10)
+            total = int(min(max_items, max(total * 2, rate * target_s / 5)))
         total = int(min(max_items, max(start_items, rate * target_s)))
         result.items = total
         for _ in range(repeat):

@@ -26,7 +26,7 @@ from .layout import (ACTIVE, DRAINING, E_ATTACHED, E_PID, E_ROLE, E_STATE, FREE,
                      H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
 from .recovery import Recovery, dead_entries
 from .ring import _process_start_ms
-from .segment import Segment, unlink_names
+from .segment import Segment
 
 __all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS"]
 

@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 
 import posix_ipc
 
-from . import layout, lease, names
+from . import layout, names
 from .errors import CorruptSegment, FifoNotFound
 from .layout import (ACTIVE, E_ATTACHED, E_GETS, E_INFLIGHT, E_PHASE, E_PID, E_PUTS, E_RATE,
                      E_ROLE, E_START, E_STATE, H_BLOCKER, H_DAEMON_PID, H_DEBT, H_EPOCH, H_HEAD,

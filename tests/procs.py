@@ -17,6 +17,24 @@ WAIT = 10.0          # default bound of any single wait in a test, seconds
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def wait_until(predicate, what="condition", timeout=WAIT, interval=0.02):
+    """Poll ``predicate`` (a read of shared state) until it returns something true; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+def status_of(name):
+    """A FIFO's status as ``shmfifo status NAME --json`` prints it, read in this process."""
+    from shmfifo import status
+    return status.status_dict(status.snapshot(name))
+
+
 class Proc:
     """A child process whose stdout and stderr lines are collected as they arrive."""
 

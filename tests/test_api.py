@@ -14,20 +14,8 @@ import time
 import pytest
 
 import shmfifo
-from procs import WAIT
+from procs import WAIT, wait_until
 from shmfifo import status
-
-
-def wait_until(predicate, what, timeout=WAIT):
-    """Poll ``predicate`` (a read of shared state) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 def client_states(name):

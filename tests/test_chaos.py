@@ -13,28 +13,19 @@ off: it must fail (deadlock or loss), which shows the test has teeth.
 """
 
 import collections
-import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from procs import WAIT, Proc
+from procs import WAIT, Proc, status_of as status
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECONDS = float(os.environ.get("SHMFIFO_CHAOS_SECONDS", "25"))
 NO_RECOVERY = os.environ.get("SHMFIFO_CHAOS_NO_RECOVERY") == "1"
-
-
-def status(name):
-    out = subprocess.run([sys.executable, "-m", "shmfifo", "status", name, "--json"],
-                         capture_output=True, text=True, timeout=WAIT)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 @pytest.mark.chaos

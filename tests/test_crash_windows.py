@@ -10,13 +10,11 @@ dead client's entry is free again.
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from procs import WAIT
+from procs import status_of as status, wait_until
 
 PUT_STEPS = {
     # step: is the dying put's item committed (present in the ring) afterwards?
@@ -33,23 +31,6 @@ GET_STEPS = {
 RECOVERY_STEPS = ["recovery.epoch", "recovery.quiescent", "recovery.journal",
                   "recovery.copied", "recovery.tail", "recovery.record", "recovery.reset",
                   "recovery.freed"]
-
-
-def status(name):
-    out = subprocess.run([sys.executable, "-m", "shmfifo", "status", name, "--json"],
-                         capture_output=True, text=True, timeout=WAIT)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def wait_until(predicate, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def records(proc):

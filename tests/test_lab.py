@@ -8,33 +8,14 @@ checks delivery from the consumers' ``--json`` lines and the producers' summarie
 import json
 import re
 import signal
-import time
 from collections import defaultdict
 
 import pytest
 
-from procs import WAIT
-from shmfifo import status
+from procs import WAIT, status_of as snap, wait_until
 
 SUMMARY = re.compile(r"stopped \((?P<reason>[^)]*)\) after (?P<n>\d+) items in "
                      r"(?P<secs>[\d.]+) s \((?P<rate>[\d.]+)/s")
-
-
-def wait_until(predicate, what, timeout=WAIT, interval=0.02):
-    """Poll ``predicate`` (a read of shared state) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(interval)
-
-
-def snap(name):
-    """The FIFO's status, read in this process (cheap enough to poll)."""
-    return status.status_dict(status.snapshot(name))
 
 
 def client(st, pid):

@@ -5,16 +5,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import posix_ipc
 import pytest
 
-from shmfifo import layout, names
-from shmfifo.segment import Segment
-from test_crash_windows import assert_consistent, drain, records, settle, status, wait_until
-
-from procs import WAIT
+from shmfifo import names
+from procs import WAIT, status_of as status, wait_until
+from test_crash_windows import assert_consistent, drain, records
 
 
 def shmfifo(*args):

@@ -14,27 +14,12 @@ from collections import defaultdict
 
 import pytest
 
-from procs import WAIT
-from shmfifo import names, status
+from procs import WAIT, status_of as snap, wait_until
+from shmfifo import names
 
 PROMPT = 2.0          # "exits promptly": seconds from the signal to the exit
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 SUMMARY = re.compile(r"stopped \((?P<reason>[^)]*)\) after (?P<n>\d+) items in ")
-
-
-def wait_until(predicate, what, timeout=WAIT, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(interval)
-
-
-def snap(name):
-    return status.status_dict(status.snapshot(name))
 
 
 def state_of(name, pid):

@@ -330,7 +330,7 @@ class Fifo:
 
     def put(self, item, block=True, timeout=None):
         """Put one item; raise Full if no slot frees up in time."""
-        record = encode(item)
+        record = (TAG_BYTES, item) if type(item) is bytes else encode(item)
         if len(record[1]) > self.item_size:
             raise ItemTooLarge(len(record[1]), self.item_size, self.name)
         deadline = None if block and timeout is None else self._deadline(block, timeout)
@@ -471,7 +471,11 @@ class Fifo:
             self._take_run(1, deadline)                # the common case: one frame less
         except _Park:
             self._take(1, deadline)
-        return self._decode(self._record, False)
+        off = self._record
+        word = self._w[off >> 3]                       # length | tag << 32 (SLOT_HEADER)
+        if (word >> 32) & 0xFFFF == TAG_BYTES:
+            return self._seg.mm[off + 32:off + 32 + (word & 0xFFFFFFFF)]
+        return self._decode(off, False)
 
     def get_nowait(self):
         return self.get(block=False)

@@ -380,6 +380,7 @@ class Fifo:
             error.put = done
             raise error
 
+    @crashpoints.compiled_out
     def _put_run(self, records, start, deadline):
         """Put records[start:] into as many free slots as can be had: one lock section."""
         w, b, e = self._w, self._b, self._e
@@ -506,8 +507,9 @@ class Fifo:
         """Mark the items of the last get as handled: a crash now will not re-deliver them.
         The next get, get_many or close acknowledges implicitly."""
         self._w[self._e + E_INFLIGHT] = NONE
-        if self._crash:
-            self._crash("ack")
+        crash = self._crash
+        if crash:
+            crash("ack")
 
     def _decode(self, off, with_meta):
         b = self._b
@@ -530,6 +532,7 @@ class Fifo:
                 if not self._park(deadline):
                     raise Empty(f"FIFO {self.name!r} is empty") from None
 
+    @crashpoints.compiled_out
     def _take_run(self, max_items, deadline):
         w, b, e = self._w, self._b, self._e
         crash = self._crash

@@ -29,6 +29,27 @@ def wait_until(predicate, what="condition", timeout=WAIT, interval=0.02):
         time.sleep(interval)
 
 
+# The last log line of a stopped producer or consumer.
+SUMMARY = re.compile(r"stopped \((?P<reason>[^)]*)\) after (?P<n>\d+) items in "
+                     r"(?P<secs>[\d.]+) s \((?P<rate>[\d.]+)/s")
+
+
+def summary(proc):
+    """The numbers of a stopped producer's or consumer's summary line (a regex match)."""
+    for line in reversed(proc.err):
+        match = SUMMARY.search(line)
+        if match:
+            return match
+    raise AssertionError(f"no summary in {proc.err[-5:]}")
+
+
+def status_json(procs, name):
+    """``shmfifo status NAME --json``, run as a user runs it."""
+    proc = procs.spawn("status", name, "--json")
+    assert proc.wait() == 0, proc.err
+    return json.loads("\n".join(proc.out))
+
+
 def status_of(name):
     """A FIFO's status as ``shmfifo status NAME --json`` prints it, read in this process."""
     from shmfifo import status

@@ -6,16 +6,13 @@ checks delivery from the consumers' ``--json`` lines and the producers' summarie
 """
 
 import json
-import re
 import signal
 from collections import defaultdict
 
 import pytest
 
-from procs import WAIT, status_of as snap, wait_until
+from procs import WAIT, status_json, status_of as snap, summary, wait_until
 
-SUMMARY = re.compile(r"stopped \((?P<reason>[^)]*)\) after (?P<n>\d+) items in "
-                     r"(?P<secs>[\d.]+) s \((?P<rate>[\d.]+)/s")
 
 
 def client(st, pid):
@@ -26,22 +23,6 @@ def client(st, pid):
 def state_of(name, pid):
     c = client(snap(name), pid)
     return c and c["state"]
-
-
-def status_json(procs, name):
-    """``shmfifo status NAME --json``, as a user runs it."""
-    proc = procs.spawn("status", name, "--json")
-    assert proc.wait() == 0, proc.err
-    return json.loads("\n".join(proc.out))
-
-
-def summary(proc):
-    """The numbers of a stopped producer's or consumer's last log line."""
-    for line in reversed(proc.err):
-        match = SUMMARY.search(line)
-        if match:
-            return match
-    raise AssertionError(f"no summary in {proc.err[-5:]}")
 
 
 def records(consumer):

@@ -14,31 +14,16 @@ from collections import defaultdict
 
 import pytest
 
-from procs import WAIT, status_of as snap, wait_until
+from procs import WAIT, status_json, status_of as snap, summary, wait_until
 from shmfifo import names
 
 PROMPT = 2.0          # "exits promptly": seconds from the signal to the exit
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
-SUMMARY = re.compile(r"stopped \((?P<reason>[^)]*)\) after (?P<n>\d+) items in ")
 
 
 def state_of(name, pid):
     found = [c for c in snap(name)["clients"] if c["pid"] == pid]
     return found[0]["state"] if found else None
-
-
-def status_json(procs, name):
-    proc = procs.spawn("status", name, "--json")
-    assert proc.wait() == 0, proc.err
-    return json.loads("\n".join(proc.out))
-
-
-def summary(proc):
-    for line in reversed(proc.err):
-        match = SUMMARY.search(line)
-        if match:
-            return match
-    raise AssertionError(f"no summary in {proc.err[-5:]}")
 
 
 def signal_and_time_exit(proc, signum):

@@ -4,6 +4,7 @@
 Every wait takes a timeout; the default comes from ``WAIT``.
 """
 
+import json
 import os
 import queue
 import re

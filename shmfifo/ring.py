@@ -453,8 +453,9 @@ class Fifo:
             crash("put.unlock")
         fill = self._fill
         fill.release()
-        for _ in range(got - 1):
-            fill.release()
+        if got > 1:
+            for _ in range(got - 1):
+                fill.release()
         self._seq = seq
         w[e + E_PUTS] = seq
         w[e + E_PHASE] = IDLE

@@ -265,27 +265,36 @@ class Fifo:
             w[self._e + E_PHASE] = phase
             self.blocked_s += time.monotonic() - started
 
-    def _wait_lock(self, lock):
-        """Take a lock. Nobody blocks while holding one, so this waits only on a dead holder,
-        which a recovery will resolve: the wait ends by parking, not by a deadline. Called
-        after a failed try."""
-        for _ in range(SPIN):        # a lock is held for about a microsecond: spin first
-            if lock.value:
+    def _wait_lock(self, lock, sem, held):
+        """Take a lock after a failed try, holding ``held`` tokens of ``sem``.
+
+        Nobody blocks while holding a lock, so this waits only on a dead holder, which a
+        recovery will resolve: the wait ends by parking (or a stop), not by a deadline, and
+        then the tokens are given back and the operation left.
+        """
+        try:
+            for _ in range(SPIN):        # a lock is held for about a microsecond: spin first
+                if lock.value:
+                    try:
+                        lock.acquire(0)
+                        return
+                    except posix_ipc.BusyError:
+                        pass
+            while True:
+                if self._stop:
+                    raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+                if self._w[H_EPOCH] & 1:
+                    raise _Park
                 try:
-                    lock.acquire(0)
+                    lock.acquire(WAIT_SLICE)
                     return
-                except posix_ipc.BusyError:
+                except (posix_ipc.BusyError, posix_ipc.SignalError):
                     pass
-        while True:
-            if self._stop:
-                raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
-            if self._w[H_EPOCH] & 1:
-                raise _Park
-            try:
-                lock.acquire(WAIT_SLICE)
-                return
-            except (posix_ipc.BusyError, posix_ipc.SignalError):
-                pass
+        except BaseException:
+            for _ in range(held):
+                sem.release()
+            self._idle()
+            raise
 
     def _park(self, deadline):
         """Hold nothing, acknowledge the recovery, and wait until it is over."""
@@ -419,13 +428,7 @@ class Fifo:
         try:
             lock.acquire(0)
         except posix_ipc.BusyError:
-            try:
-                self._wait_lock(lock)
-            except BaseException:
-                for _ in range(got):
-                    empty.release()
-                self._idle()
-                raise
+            self._wait_lock(lock, empty, got)
         if crash:
             crash("put.lock")
         head = w[H_HEAD]
@@ -568,13 +571,7 @@ class Fifo:
         try:
             lock.acquire(0)
         except posix_ipc.BusyError:
-            try:
-                self._wait_lock(lock)
-            except BaseException:
-                for _ in range(got):
-                    fill.release()
-                self._idle()
-                raise
+            self._wait_lock(lock, fill, got)
         if crash:
             crash("get.lock")
         tail = w[H_TAIL]

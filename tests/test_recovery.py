@@ -300,3 +300,32 @@ def test_permissions_owner_only_by_default_and_group_on_request(procs, fifo_name
     for d in (a, b):
         d.signal()
         assert d.wait() == 0
+
+
+def test_requeue_onto_a_full_ring_uses_a_spare_slot_and_debt(procs, fifo_name, tmp_path):
+    """A consumer dies holding an item after its slot was refilled: the re-queue makes the
+    ring hold capacity + 1 items (in a spare slot), and `debt` stands for the missing token."""
+    from test_crash_windows import _holder
+    daemon = procs.daemon(fifo_name, "--size", "4")
+    assert procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max",
+                       "count=4").wait() == 0
+    held = str(tmp_path / "held")
+    holder = procs.python(_holder(fifo_name, held))
+    wait_until(lambda: os.path.exists(held) and open(held).read(), what="a held item")
+    assert procs.spawn("producer", "--fifo", fifo_name, "item=q", "rate=max",
+                       "count=1").wait() == 0        # the freed slot is filled again
+    st = status(fifo_name)
+    assert st["items"] == 4 and st["semaphores"]["empty"] == 0
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    daemon.wait_for(r"recovery \d+ done")
+    st = status(fifo_name)
+    assert st["items"] == 5 and st["debt"] == 1
+    assert st["semaphores"]["fill"] == 5 and st["semaphores"]["empty"] == 0
+    got = drain(procs, fifo_name, 5)
+    assert [r["item"] for r in got] == ["p", "p", "p", "p", "q"]
+    assert [r["seq"] for r in got][:4] == [1, 2, 3, 4]     # the re-queued item 1 is first
+    st = assert_consistent(fifo_name, expected_items=0)
+    assert st["debt"] == 0 and st["semaphores"]["empty"] == 4
+    daemon.signal()
+    assert daemon.wait() == 0

@@ -280,3 +280,35 @@ def test_pid_reuse_does_not_fool_the_daemon(procs, fifo_name, tmp_path):
     assert [r["seq"] for r in drain(procs, fifo_name, 3)] == [1, 2, 3]
     restarted.signal()
     assert restarted.wait() == 0
+
+
+BATCH_TAKER = (
+    "import sys, shmfifo\n"
+    "q = shmfifo.attach(sys.argv[1])\n"
+    "got = q.get_many(3, timeout=10)\n"
+    "print(got, flush=True)\n"
+    "import time; time.sleep(60)\n"       # holds the batch, unacknowledged
+)
+
+
+@pytest.mark.parametrize("step", ["get.prepared", "get.copied", "get.commit", "get.taken",
+                                  "get.done", None])
+def test_consumer_killed_holding_a_batch(procs, fifo_name, step):
+    """A get_many batch is taken, recorded and re-queued as a unit, in order, at the front."""
+    daemon = procs.daemon(fifo_name, "--size", "8")
+    assert procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max",
+                       "count=6").wait() == 0
+    env = {"SHMFIFO_CRASH_AT": step} if step else None
+    taker = procs.python(BATCH_TAKER, fifo_name, env=env)
+    if step is None:
+        taker.wait_for(r"\['p', 'p', 'p'\]")
+        os.kill(taker.pid, signal.SIGKILL)
+    assert taker.wait() == -signal.SIGKILL
+    daemon.wait_for(r"recovery \d+ done")
+    st = settle(fifo_name)
+    assert st["items"] == 6
+    assert st["requeued"] == (0 if step in ("get.prepared", "get.copied") else 3)
+    assert [r["seq"] for r in drain(procs, fifo_name, 6)] == [1, 2, 3, 4, 5, 6]
+    assert_consistent(fifo_name, expected_items=0)
+    daemon.signal()
+    assert daemon.wait() == 0

@@ -52,7 +52,7 @@ import time
 
 import posix_ipc
 
-from . import crashpoints, layout, lease
+from . import crashpoints, layout, lease, names
 from .errors import (Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, NoFreeEntry, Stopped,
                      UsageError)
 from .items import decode, encode
@@ -60,8 +60,17 @@ from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATT
                      E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS,
                      E_RATE, E_ROLE, E_START, E_STATE, FREE, GETTING, H_DEBT,
                      H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PARKED, PREPARED, PUTTING,
-                     RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAKEN)
+                     RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAG_STR, TAKEN)
 from .segment import Segment
+
+try:
+    from . import _fastpath
+except ImportError:             # built without a C compiler: the pure-Python path only
+    _fastpath = None
+# The C accelerator does the non-blocking put/get of one bytes or str item (see _fastpath.c,
+# which has the same steps and crash points); the Python code below stays the reference and
+# does everything that waits or batches. SHMFIFO_PURE=1 runs the Python path alone.
+USE_FASTPATH = _fastpath is not None and os.environ.get("SHMFIFO_PURE") != "1"
 
 __all__ = ["Fifo", "attach", "Message"]
 
@@ -73,7 +82,7 @@ WAIT_SLICE = 0.05
 _slice = random.Random().uniform
 SLICE_MIN, SLICE_MAX = 0.5 * WAIT_SLICE, 1.5 * WAIT_SLICE
 # Polls of a semaphore's value before a blocking wait (about 0.05 us each).
-SPIN = int(__import__("os").environ.get("SHMFIFO_SPIN", "400"))
+SPIN = int(os.environ.get("SHMFIFO_SPIN", "400"))
 # How often a parked client looks at the epoch again.
 PARK_POLL = 0.001
 
@@ -165,7 +174,20 @@ class Fifo:
         e = self._entry = g.entry_offset(self.index)
         self._e = e // 8          # entry's first word
         self._record = e + layout.INFLIGHT_OFFSET
+        self._fast = self._make_fastpath(name, g) if USE_FASTPATH else None
         self.closed = False
+
+    def _make_fastpath(self, name, g):
+        e = self._e
+        sems = [names.sem_name(name, which) for which in ("empty", "fill", "mutex")]
+        sems.append(names.sem_name(name, "take" if g.split_locks else "mutex"))
+        return _fastpath.Ring(
+            self._seg.mm, *sems, H_HEAD, H_TAIL, H_DEBT, H_STATE, H_EPOCH, e + E_PHASE,
+            e + E_PUTS, e + E_GETS, e + E_INFLIGHT, e + E_INFLIGHT_INDEX, e + E_INFLIGHT_N,
+            (PUTTING, GETTING, IDLE, RUNNING, STOPPED, PREPARED, TAKEN, NONE, TAG_BYTES,
+             TAG_STR),
+            self._slots, self._record, self._slot_size, self.item_size, SLOT_HEADER.size,
+            self._nslots, self.pid)
 
     # -- the client table -------------------------------------------------------------------
 
@@ -339,6 +361,11 @@ class Fifo:
 
     def put(self, item, block=True, timeout=None):
         """Put one item; raise Full if no slot frees up in time."""
+        fast = self._fast
+        if fast is not None and not self._stop:
+            if not fast.put(item, self._seq + 1):
+                self._seq += 1
+                return
         record = (TAG_BYTES, item) if type(item) is bytes else encode(item)
         if len(record[1]) > self.item_size:
             raise ItemTooLarge(len(record[1]), self.item_size, self.name)
@@ -470,6 +497,13 @@ class Fifo:
 
     def get(self, block=True, timeout=None):
         """Take one item; raise Empty if none arrives in time."""
+        fast = self._fast
+        if fast is not None and not self._stop:
+            taken = fast.get()
+            if taken is not None:
+                if type(taken) is not int:
+                    return taken
+                return self._decode(self._record, False)
         deadline = None if block and timeout is None else self._deadline(block, timeout)
         self._w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
         try:
@@ -487,6 +521,9 @@ class Fifo:
 
     def get_message(self, block=True, timeout=None):
         """Like get, but return a :class:`Message` with the producer, sequence and put time."""
+        fast = self._fast
+        if fast is not None and not self._stop and fast.get() is not None:
+            return self._decode(self._record, True)
         self._take(1, self._deadline(block, timeout))
         return self._decode(self._record, True)
 
@@ -667,6 +704,9 @@ class Fifo:
             w[e + E_STATE] = FREE        # freed before the lease goes: never seen as dead
         self.closed = True
         self._w = self._b = None
+        if getattr(self, "_fast", None) is not None:
+            self._fast.close()          # its buffer export would keep the mapping open
+            self._fast = None
         self._seg.close()
         self._seg = None
         # Every operation now says the handle is closed; instance attributes shadow the

@@ -72,9 +72,15 @@ def drain(procs, name, expected):
     return records(consumer)
 
 
+# The victim runs the C fast path (shmfifo/_fastpath.c) or the pure-Python path: both have
+# the same steps and crash points.
+IMPLS = {"c": {}, "python": {"SHMFIFO_PURE": "1"}}
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("split", [False, True], ids=["mutex", "split"])
 @pytest.mark.parametrize("step", list(PUT_STEPS))
-def test_producer_killed_at_put_step(procs, fifo_name, step, split):
+def test_producer_killed_at_put_step(procs, fifo_name, step, split, impl):
     opts = ["--size", "8"] + (["--split-locks"] if split else [])
     daemon = procs.daemon(fifo_name, *opts)
     # Survivors: a producer and a consumer that must keep going through the crash.
@@ -83,7 +89,7 @@ def test_producer_killed_at_put_step(procs, fifo_name, step, split):
     survivor.wait_for("attached")
     consumer.wait_for("attached")
     victim = procs.spawn("producer", "--fifo", fifo_name, "item=v", "rate=100", "count=10",
-                         env={"SHMFIFO_CRASH_AT": f"{step}:3"})
+                         env={"SHMFIFO_CRASH_AT": f"{step}:3", **IMPLS[impl]})
     assert victim.wait() == -signal.SIGKILL
     died = time.monotonic()
     daemon.wait_for(r"recovery \d+ done")
@@ -109,9 +115,10 @@ def test_producer_killed_at_put_step(procs, fifo_name, step, split):
     assert daemon.wait() == 0
 
 
+@pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("split", [False, True], ids=["mutex", "split"])
 @pytest.mark.parametrize("step", list(GET_STEPS))
-def test_consumer_killed_at_get_step(procs, fifo_name, step, split):
+def test_consumer_killed_at_get_step(procs, fifo_name, step, split, impl):
     opts = ["--size", "8"] + (["--split-locks"] if split else [])
     daemon = procs.daemon(fifo_name, *opts)
     producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=200")
@@ -119,7 +126,7 @@ def test_consumer_killed_at_get_step(procs, fifo_name, step, split):
     producer.wait_for("attached")
     survivor.wait_for("attached")
     victim = procs.spawn("consumer", "--fifo", fifo_name, "rate=100", "--json",
-                         env={"SHMFIFO_CRASH_AT": f"{step}:3"})
+                         env={"SHMFIFO_CRASH_AT": f"{step}:3", **IMPLS[impl]})
     assert victim.wait() == -signal.SIGKILL
     died = time.monotonic()
     daemon.wait_for(r"recovery \d+ done")

@@ -34,3 +34,34 @@ def test_a_traceback_from_a_stripped_method_points_at_the_source_line():
     import inspect
     lines, first = inspect.getsourcelines(Fifo._put_run)
     assert Fifo._put_run.__code__.co_firstlineno in (first, first + 1)
+
+
+def test_the_c_fast_path_is_built_and_used(fifo_name):
+    """On these machines the accelerator must build; a silent fallback would leave the C path
+    untested (and slow)."""
+    import shmfifo
+    from shmfifo import ring
+    assert ring._fastpath is not None, "shmfifo._fastpath did not build"
+    with shmfifo.serve(fifo_name, capacity=4):
+        with shmfifo.attach(fifo_name) as q:
+            assert q._fast is not None
+
+
+def test_c_and_python_paths_read_each_other(fifo_name):
+    import shmfifo
+    items = [b"raw\x00bytes", "héllo ✓", "\udcff surrogate", 12345, None, {"k": [1]}, b"", ""]
+    with shmfifo.serve(fifo_name, capacity=16, item_size=64):
+        with shmfifo.attach(fifo_name) as fast, shmfifo.attach(fifo_name) as pure:
+            pure._fast = None
+            assert fast._fast is not None
+            for writer, reader in ((fast, pure), (pure, fast), (fast, fast)):
+                for item in items:
+                    writer.put(item)
+                got = [reader.get(timeout=5) for _ in items]
+                assert got == items and [type(x) for x in got] == [type(x) for x in items]
+            fast.put("m")
+            message = pure.get_message(timeout=5)
+            assert (message.item, message.producer, message.seq) == ("m", fast.pid, 17)
+            pure.put(b"n")
+            message = fast.get_message(timeout=5)
+            assert (message.item, message.producer, message.seq) == (b"n", pure.pid, 9)

@@ -1,0 +1,360 @@
+/* The non-blocking path of put and get in C: an optional accelerator for shmfifo/ring.py.
+ *
+ * It does exactly the steps of Fifo._put_run / Fifo._take_run for one bytes item when no
+ * wait is needed, in the same order and with the same words (the layout is passed in from
+ * layout.py; nothing of it is written down here):
+ *
+ *   put: phase = PUTTING, fence, epoch even and state RUNNING?, trywait(empty),
+ *        trywait(put_lock), write the slot, head += 1 (commit), post(put_lock), post(fill),
+ *        puts = seq, phase = IDLE
+ *   get: ack the previous record, phase = GETTING, fence, epoch even and state not STOPPED?,
+ *        trywait(fill), trywait(take_lock), record PREPARED at tail, copy the slot into the
+ *        record, tail += 1 (commit), record TAKEN, pay debt or post(empty), post(take_lock),
+ *        gets += 1, phase = IDLE
+ *
+ * Whenever a step would have to wait (no token, lock busy, a recovery, a state change), it
+ * gives back what it took, sets the phase back to IDLE and returns SLOW: the Python code then
+ * does the whole operation, waits included. It has the same crash points as the Python path.
+ * Items: bytes and str (UTF-8); anything else takes the Python path.
+ *
+ * Shared words are aligned 64-bit words accessed with __atomic builtins; the fence is
+ * __atomic_thread_fence(SEQ_CST), the same full barrier the Python code gets from a lock.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { OK = 0, SLOW = 1 };
+
+/* Tries of sem_trywait before giving up to the slow path. A lock is held for well under a
+ * microsecond here, and a token often arrives within a few: a short spin saves a trip
+ * through the Python slow path and a futex sleep. About 10-20 us at most. */
+#define SPIN_TRIES 1000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Crash points, for the crash-window tests: SHMFIFO_CRASH_AT=step[:n] SIGKILLs this process
+ * the n-th time it reaches the named step (see crashpoints.py; the names are the same as
+ * the Python path's). Read once, when the module is imported; unset, each is one branch. */
+static char crash_step[64];
+static long crash_left;
+
+static void crash(const char *step) {
+    if (crash_left > 0 && strcmp(step, crash_step) == 0 && --crash_left == 0)
+        kill(getpid(), SIGKILL);
+}
+
+#define CRASH(step) do { if (crash_left) crash(step); } while (0)
+
+static void crash_init(void) {
+    const char *spec = getenv("SHMFIFO_CRASH_AT");
+    if (spec == NULL || *spec == '\0')
+        return;
+    const char *colon = strchr(spec, ':');
+    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (len >= sizeof crash_step)
+        return;
+    memcpy(crash_step, spec, len);
+    crash_step[len] = '\0';
+    crash_left = colon ? strtol(colon + 1, NULL, 10) : 1;
+}
+
+static int try_spin(sem_t *sem) {
+    for (int i = 0; i < SPIN_TRIES; i++) {
+        if (sem_trywait(sem) == 0)
+            return 0;
+        cpu_relax();
+    }
+    return -1;
+}
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int have_view;
+    char *base;
+    uint64_t *w;
+    sem_t *empty, *fill, *put_lock, *take_lock;
+    /* word indices */
+    Py_ssize_t h_head, h_tail, h_debt, h_state, h_epoch;
+    Py_ssize_t e_phase, e_puts, e_gets, e_inflight, e_index, e_n;
+    /* values */
+    uint64_t putting, getting, idle, running, stopped, prepared, taken, none, tag_bytes, tag_str;
+    /* geometry, bytes */
+    Py_ssize_t slots, record, slot_size, item_size, header;
+    uint64_t nslots, pid;
+} Ring;
+
+#define LOAD(i) __atomic_load_n(&self->w[(i)], __ATOMIC_RELAXED)
+#define STORE(i, v) __atomic_store_n(&self->w[(i)], (uint64_t)(v), __ATOMIC_RELAXED)
+
+static sem_t *open_sem(const char *name) {
+    sem_t *s = sem_open(name, 0);
+    if (s == SEM_FAILED) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
+        return NULL;
+    }
+    return s;
+}
+
+static void ring_release(Ring *self) {
+    if (self->have_view) {
+        PyBuffer_Release(&self->view);
+        self->have_view = 0;
+    }
+    sem_t **sems[] = {&self->empty, &self->fill, &self->put_lock, &self->take_lock};
+    for (int i = 0; i < 4; i++) {
+        if (*sems[i] != NULL) {
+            if (i == 3 && *sems[3] == self->put_lock) { *sems[3] = NULL; continue; }
+            sem_close(*sems[i]);
+            *sems[i] = NULL;
+        }
+    }
+    self->base = NULL;
+    self->w = NULL;
+}
+
+static void ring_dealloc(Ring *self) {
+    ring_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
+    PyObject *buffer;
+    const char *n_empty, *n_fill, *n_put, *n_take;
+    unsigned long long pid, nslots;
+    if (!PyArg_ParseTuple(args, "Ossssnnnnnnnnnnn(KKKKKKKKKK)nnnnnKK", &buffer,
+                          &n_empty, &n_fill, &n_put, &n_take,
+                          &self->h_head, &self->h_tail, &self->h_debt, &self->h_state,
+                          &self->h_epoch, &self->e_phase, &self->e_puts, &self->e_gets,
+                          &self->e_inflight, &self->e_index, &self->e_n,
+                          &self->putting, &self->getting, &self->idle, &self->running,
+                          &self->stopped, &self->prepared, &self->taken, &self->none,
+                          &self->tag_bytes, &self->tag_str,
+                          &self->slots, &self->record, &self->slot_size, &self->item_size,
+                          &self->header, &nslots, &pid))
+        return -1;
+    ring_release(self);
+    if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0)
+        return -1;
+    self->have_view = 1;
+    self->base = self->view.buf;
+    self->w = (uint64_t *)self->view.buf;
+    self->nslots = nslots;
+    self->pid = pid;
+    if ((uintptr_t)self->base % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "mapping is not 8-byte aligned");
+        ring_release(self);
+        return -1;
+    }
+    if (!(self->empty = open_sem(n_empty)) || !(self->fill = open_sem(n_fill)) ||
+        !(self->put_lock = open_sem(n_put))) {
+        ring_release(self);
+        return -1;
+    }
+    if (strcmp(n_put, n_take) == 0) {
+        self->take_lock = self->put_lock;
+    } else if (!(self->take_lock = open_sem(n_take))) {
+        ring_release(self);
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* put(item: bytes | str, seq: int) -> 0 (done) or 1 (do it the slow way; nothing changed) */
+static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "put(item, seq)");
+        return NULL;
+    }
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_ValueError, "closed");
+        return NULL;
+    }
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
+    if (seq == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    const char *data;
+    Py_ssize_t n;
+    uint64_t tag;
+    if (PyBytes_CheckExact(args[0])) {
+        data = PyBytes_AS_STRING(args[0]);
+        n = PyBytes_GET_SIZE(args[0]);
+        tag = self->tag_bytes;
+    } else if (PyUnicode_CheckExact(args[0])) {
+        data = PyUnicode_AsUTF8AndSize(args[0], &n);
+        if (data == NULL) {             /* e.g. lone surrogates: Python encodes those */
+            PyErr_Clear();
+            return PyLong_FromLong(SLOW);
+        }
+        tag = self->tag_str;
+    } else {
+        return PyLong_FromLong(SLOW);
+    }
+    if (n > self->item_size)
+        return PyLong_FromLong(SLOW);
+    STORE(self->e_phase, self->putting);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) != self->running)
+        goto slow;
+    if (try_spin(self->empty) != 0)
+        goto slow;
+    CRASH("put.empty");
+    if (try_spin(self->put_lock) != 0) {
+        sem_post(self->empty);
+        goto slow;
+    }
+    CRASH("put.lock");
+    uint64_t head = LOAD(self->h_head);
+    char *slot = self->base + self->slots + (Py_ssize_t)(head % self->nslots) * self->slot_size;
+    uint64_t *hdr = (uint64_t *)slot;
+    hdr[0] = (uint64_t)n | (tag << 32);
+    hdr[1] = self->pid;
+    hdr[2] = seq;
+    hdr[3] = monotonic_ns();
+    memcpy(slot + self->header, data, (size_t)n);
+    CRASH("put.written");
+    /* commit: the slot is written before head shows it */
+    __atomic_store_n(&self->w[self->h_head], head + 1, __ATOMIC_RELEASE);
+    CRASH("put.commit");
+    sem_post(self->put_lock);
+    CRASH("put.unlock");
+    sem_post(self->fill);
+    STORE(self->e_puts, seq);
+    STORE(self->e_phase, self->idle);
+    CRASH("put.done");
+    return PyLong_FromLong(OK);
+slow:
+    STORE(self->e_phase, self->idle);
+    return PyLong_FromLong(SLOW);
+}
+
+/* get() -> bytes (a bytes item taken and recorded), or None (do it the slow way; only the
+ * acknowledgement of the previous take happened) */
+static PyObject *ring_get(Ring *self, PyObject *unused) {
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_ValueError, "closed");
+        return NULL;
+    }
+    STORE(self->e_inflight, self->none);          /* the previous take is acknowledged */
+    STORE(self->e_phase, self->getting);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) == self->stopped)
+        goto slow;
+    if (try_spin(self->fill) != 0)
+        goto slow;
+    CRASH("get.fill");
+    if (try_spin(self->take_lock) != 0) {
+        sem_post(self->fill);
+        goto slow;
+    }
+    CRASH("get.lock");
+    uint64_t tail = LOAD(self->h_tail);
+    STORE(self->e_index, tail);
+    STORE(self->e_n, 1);
+    STORE(self->e_inflight, self->prepared);
+    CRASH("get.prepared");
+    char *slot = self->base + self->slots + (Py_ssize_t)(tail % self->nslots) * self->slot_size;
+    char *rec = self->base + self->record;
+    Py_ssize_t length = (Py_ssize_t)(((uint64_t *)slot)[0] & 0xFFFFFFFFu);
+    uint64_t tag = (((uint64_t *)slot)[0] >> 32) & 0xFFFF;
+    Py_ssize_t n = self->header + length;
+    if (n > self->slot_size)
+        n = self->slot_size;
+    memcpy(rec, slot, (size_t)n);
+    CRASH("get.copied");
+    /* commit: the item is safe in our record first */
+    __atomic_store_n(&self->w[self->h_tail], tail + 1, __ATOMIC_RELEASE);
+    CRASH("get.commit");
+    STORE(self->e_inflight, self->taken);
+    CRASH("get.taken");
+    uint64_t debt = LOAD(self->h_debt);
+    int free_slot = 1;
+    if (debt) {
+        STORE(self->h_debt, debt - 1);  /* a re-queued item in a spare slot has no token */
+        free_slot = 0;
+    }
+    sem_post(self->take_lock);
+    CRASH("get.unlock");
+    if (free_slot)
+        sem_post(self->empty);
+    STORE(self->e_gets, LOAD(self->e_gets) + 1);
+    STORE(self->e_phase, self->idle);
+    CRASH("get.done");
+    if (tag == self->tag_bytes)
+        return PyBytes_FromStringAndSize(rec + self->header, n - self->header);
+    if (tag == self->tag_str)
+        return PyUnicode_DecodeUTF8(rec + self->header, n - self->header, "surrogatepass");
+    return PyLong_FromLong((long)tag);  /* taken; Python decodes the record itself */
+slow:
+    STORE(self->e_phase, self->idle);
+    Py_RETURN_NONE;
+}
+
+static PyObject *ring_close(Ring *self, PyObject *unused) {
+    ring_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ring_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
+     "put(item: bytes, seq) -> 0 if put, 1 if the slow path must do it"},
+    {"get", (PyCFunction)ring_get, METH_NOARGS,
+     "get() -> the bytes or str taken, an int type tag (taken; decode the record), or None"},
+    {"close", (PyCFunction)ring_close, METH_NOARGS, "release the mapping and semaphores"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmfifo._fastpath.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ring_init,
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_methods = ring_methods,
+    .tp_doc = "The non-blocking put/get of one item of a FIFO segment (see the module source).",
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "shmfifo._fastpath",
+    "Optional C accelerator of shmfifo's non-blocking put/get path.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    crash_init();
+    if (PyType_Ready(&RingType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) {
+        Py_DECREF(&RingType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

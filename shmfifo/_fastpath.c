@@ -312,6 +312,192 @@ slow:
     Py_RETURN_NONE;
 }
 
+
+/* The UTF-8 or bytes payload of an item for the fast path, or NULL (and no error set) if the
+ * item is of another type or does not fit. */
+static const char *payload_of(Ring *self, PyObject *item, Py_ssize_t *n, uint64_t *tag) {
+    const char *data;
+    if (PyBytes_CheckExact(item)) {
+        data = PyBytes_AS_STRING(item);
+        *n = PyBytes_GET_SIZE(item);
+        *tag = self->tag_bytes;
+    } else if (PyUnicode_CheckExact(item)) {
+        data = PyUnicode_AsUTF8AndSize(item, n);  /* cached in the str object */
+        if (data == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        *tag = self->tag_str;
+    } else {
+        return NULL;
+    }
+    return *n <= self->item_size ? data : NULL;
+}
+
+/* put_many(items: list, start: int, seq: int) -> how many of items[start:] were put in one
+ * lock section (0: none; the Python path must do the rest). Refuses (0) up front if any item
+ * of items[start:] is not bytes/str or does not fit, so that the Python path can raise before
+ * anything of the batch is put. */
+static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "put_many(items: list, start, seq)");
+        return NULL;
+    }
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_ValueError, "closed");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(items);
+    if (start < 0 || start >= total)
+        return PyLong_FromLong(0);
+    Py_ssize_t n;
+    uint64_t tag;
+    for (Py_ssize_t i = start; i < total; i++)
+        if (payload_of(self, PyList_GET_ITEM(items, i), &n, &tag) == NULL)
+            return PyLong_FromLong(0);
+    STORE(self->e_phase, self->putting);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) != self->running)
+        goto slow;
+    if (try_spin(self->empty) != 0)
+        goto slow;
+    Py_ssize_t got = 1, want = total - start;
+    while (got < want && sem_trywait(self->empty) == 0)
+        got++;
+    CRASH("put.empty");
+    if (try_spin(self->put_lock) != 0) {
+        for (Py_ssize_t i = 0; i < got; i++)
+            sem_post(self->empty);
+        goto slow;
+    }
+    CRASH("put.lock");
+    uint64_t head = LOAD(self->h_head), now = monotonic_ns();
+    for (Py_ssize_t i = 0; i < got; i++) {
+        const char *data = payload_of(self, PyList_GET_ITEM(items, start + i), &n, &tag);
+        char *slot = self->base + self->slots +
+                     (Py_ssize_t)((head + i) % self->nslots) * self->slot_size;
+        uint64_t *hdr = (uint64_t *)slot;
+        hdr[0] = (uint64_t)n | (tag << 32);
+        hdr[1] = self->pid;
+        hdr[2] = seq + i;
+        hdr[3] = now;
+        memcpy(slot + self->header, data, (size_t)n);
+    }
+    CRASH("put.written");
+    __atomic_store_n(&self->w[self->h_head], head + got, __ATOMIC_RELEASE);   /* commit */
+    CRASH("put.commit");
+    sem_post(self->put_lock);
+    CRASH("put.unlock");
+    for (Py_ssize_t i = 0; i < got; i++)
+        sem_post(self->fill);
+    STORE(self->e_puts, seq + got - 1);
+    STORE(self->e_phase, self->idle);
+    CRASH("put.done");
+    return PyLong_FromSsize_t(got);
+slow:
+    STORE(self->e_phase, self->idle);
+    return PyLong_FromLong(0);
+}
+
+/* get_many(max_items) -> a list of 1..max_items bytes/str items taken in one lock section,
+ * an int n (n items taken, some of another type: decode the record), or None (slow path;
+ * only the acknowledgement of the previous take happened). max_items <= the record's size. */
+static PyObject *ring_get_many(Ring *self, PyObject *arg) {
+    Py_ssize_t max_items = PyLong_AsSsize_t(arg);
+    if (max_items < 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "max_items >= 1");
+        return NULL;
+    }
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_ValueError, "closed");
+        return NULL;
+    }
+    STORE(self->e_inflight, self->none);          /* the previous take is acknowledged */
+    STORE(self->e_phase, self->getting);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) == self->stopped)
+        goto slow;
+    if (try_spin(self->fill) != 0)
+        goto slow;
+    Py_ssize_t got = 1;
+    while (got < max_items && sem_trywait(self->fill) == 0)
+        got++;
+    CRASH("get.fill");
+    if (try_spin(self->take_lock) != 0) {
+        for (Py_ssize_t i = 0; i < got; i++)
+            sem_post(self->fill);
+        goto slow;
+    }
+    CRASH("get.lock");
+    uint64_t tail = LOAD(self->h_tail);
+    STORE(self->e_index, tail);
+    STORE(self->e_n, got);
+    STORE(self->e_inflight, self->prepared);
+    CRASH("get.prepared");
+    char *rec = self->base + self->record;
+    Py_ssize_t first = (Py_ssize_t)(tail % self->nslots);
+    Py_ssize_t run = got < (Py_ssize_t)self->nslots - first ? got : (Py_ssize_t)self->nslots - first;
+    memcpy(rec, self->base + self->slots + first * self->slot_size,
+           (size_t)(run * self->slot_size));
+    if (run < got)
+        memcpy(rec + run * self->slot_size, self->base + self->slots,
+               (size_t)((got - run) * self->slot_size));
+    CRASH("get.copied");
+    __atomic_store_n(&self->w[self->h_tail], tail + got, __ATOMIC_RELEASE);   /* commit */
+    CRASH("get.commit");
+    STORE(self->e_inflight, self->taken);
+    CRASH("get.taken");
+    Py_ssize_t free_slots = got;
+    uint64_t debt = LOAD(self->h_debt);
+    if (debt) {
+        uint64_t paid = debt < (uint64_t)got ? debt : (uint64_t)got;
+        STORE(self->h_debt, debt - paid);
+        free_slots -= (Py_ssize_t)paid;
+    }
+    sem_post(self->take_lock);
+    CRASH("get.unlock");
+    for (Py_ssize_t i = 0; i < free_slots; i++)
+        sem_post(self->empty);
+    STORE(self->e_gets, LOAD(self->e_gets) + got);
+    STORE(self->e_phase, self->idle);
+    CRASH("get.done");
+    PyObject *list = PyList_New(got);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < got; i++) {
+        char *slot = rec + i * self->slot_size;
+        uint64_t word = ((uint64_t *)slot)[0];
+        Py_ssize_t length = (Py_ssize_t)(word & 0xFFFFFFFFu);
+        uint64_t tag = (word >> 32) & 0xFFFF;
+        if (length > self->slot_size - self->header)
+            length = self->slot_size - self->header;
+        PyObject *item;
+        if (tag == self->tag_bytes) {
+            item = PyBytes_FromStringAndSize(slot + self->header, length);
+        } else if (tag == self->tag_str) {
+            item = PyUnicode_DecodeUTF8(slot + self->header, length, "surrogatepass");
+        } else {
+            Py_DECREF(list);
+            return PyLong_FromSsize_t(got);
+        }
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+slow:
+    STORE(self->e_phase, self->idle);
+    Py_RETURN_NONE;
+}
+
 static PyObject *ring_close(Ring *self, PyObject *unused) {
     ring_release(self);
     Py_RETURN_NONE;
@@ -322,6 +508,10 @@ static PyMethodDef ring_methods[] = {
      "put(item: bytes, seq) -> 0 if put, 1 if the slow path must do it"},
     {"get", (PyCFunction)ring_get, METH_NOARGS,
      "get() -> the bytes or str taken, an int type tag (taken; decode the record), or None"},
+    {"put_many", (PyCFunction)(void (*)(void))ring_put_many, METH_FASTCALL,
+     "put_many(items: list, start, seq) -> how many were put (0: the slow path must)"},
+    {"get_many", (PyCFunction)ring_get_many, METH_O,
+     "get_many(max_items) -> list of items, an int n (decode the record), or None"},
     {"close", (PyCFunction)ring_close, METH_NOARGS, "release the mapping and semaphores"},
     {NULL, NULL, 0, NULL},
 };

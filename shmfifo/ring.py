@@ -386,12 +386,31 @@ class Fifo:
         deadlock. On Full, the items before the first one not put are in the FIFO and the
         exception's ``put`` attribute says how many.
         """
-        records = list(map(encode, items))
+        items = items if type(items) is list else list(items)
+        done = 0
+        fast = self._fast
+        if fast is not None and not self._stop:
+            # One C lock section per run of free slots; 0: the rest takes the Python path
+            # (it refuses the whole batch up front if an item is of another type or too big).
+            total = len(items)
+            while done < total:
+                n = fast.put_many(items, done, self._seq + 1)
+                if not n:
+                    break
+                self._seq += n
+                done += n
+            if done == total:
+                return
+        records = list(map(encode, items[done:] if done else items))
         limit = self.item_size
         for _, payload in records:
             if len(payload) > limit:    # refused before any item of the batch is put
                 raise ItemTooLarge(len(payload), limit, self.name)
-        self._put_records(records, self._deadline(block, timeout))
+        try:
+            self._put_records(records, self._deadline(block, timeout))
+        except (Full, Stopped, FifoClosed) as error:
+            error.put = getattr(error, "put", 0) + done
+            raise
 
     def _put_records(self, records, deadline):
         done = 0
@@ -532,7 +551,13 @@ class Fifo:
         FIFO's batch size) that are present, in one lock section. Returns a list."""
         if not isinstance(max_items, int) or max_items < 1:
             raise UsageError("max_items", max_items, "use a whole number of 1 or more")
-        n = self._take(min(max_items, self.batch_max), self._deadline(block, timeout))
+        max_items = min(max_items, self.batch_max)
+        fast = self._fast
+        taken = fast.get_many(max_items) if fast is not None and not self._stop else None
+        if type(taken) is list:
+            return taken
+        n = taken if taken is not None else self._take(max_items,
+                                                       self._deadline(block, timeout))
         rec, size, b, mm = self._record, self._slot_size, self._b, self._seg.mm
         unpack = SLOT_HEADER.unpack_from
         items = []

@@ -1,7 +1,10 @@
-"""The crash points cost nothing when no crash is requested, and fire when one is."""
+"""The crash points cost nothing when no crash is requested, and fire when one is; the C
+fast path is built, and it and the Python path read each other's items."""
 
 import subprocess
 import sys
+
+import pytest
 
 from shmfifo import crashpoints
 from shmfifo.ring import Fifo
@@ -65,3 +68,22 @@ def test_c_and_python_paths_read_each_other(fifo_name):
             pure.put(b"n")
             message = fast.get_message(timeout=5)
             assert (message.item, message.producer, message.seq) == (b"n", pure.pid, 9)
+
+
+def test_c_and_python_batches_read_each_other(fifo_name):
+    import shmfifo
+    plain = [b"a", "b", b"", "é✓"] * 4
+    mixed = [b"a", 7, "c", None, b"e"]
+    with shmfifo.serve(fifo_name, capacity=32, item_size=64):
+        with shmfifo.attach(fifo_name) as fast, shmfifo.attach(fifo_name) as pure:
+            pure._fast = None
+            for items in (plain, mixed):
+                for writer, reader in ((fast, pure), (pure, fast), (fast, fast)):
+                    writer.put_many(items)
+                    got = []
+                    while len(got) < len(items):
+                        got += reader.get_many(len(items), timeout=5)
+                    assert got == items and [type(x) for x in got] == [type(x) for x in items]
+            with pytest.raises(shmfifo.ItemTooLarge):
+                fast.put_many([b"ok", b"x" * 65])
+            assert fast.qsize() == 0          # nothing of a refused batch is put

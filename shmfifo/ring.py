@@ -43,6 +43,10 @@ lower it), so head - tail <= capacity + d never exceeds NSLOTS, even after a re-
 front of a full ring.
 
 A handle is for one thread at a time; attach once per thread (each attach is its own client).
+
+shmfifo/_fastpath.c, when built, repeats the non-blocking lock sections below in C for bytes
+and str items (same steps, words, fence and crash points); whenever a step would wait it
+undoes what it took and this code does the whole operation.
 """
 
 import os

@@ -182,137 +182,6 @@ static uint64_t monotonic_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* put(item: bytes | str, seq: int) -> 0 (done) or 1 (do it the slow way; nothing changed) */
-static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "put(item, seq)");
-        return NULL;
-    }
-    if (self->w == NULL) {
-        PyErr_SetString(PyExc_ValueError, "closed");
-        return NULL;
-    }
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
-    if (seq == (uint64_t)-1 && PyErr_Occurred())
-        return NULL;
-    const char *data;
-    Py_ssize_t n;
-    uint64_t tag;
-    if (PyBytes_CheckExact(args[0])) {
-        data = PyBytes_AS_STRING(args[0]);
-        n = PyBytes_GET_SIZE(args[0]);
-        tag = self->tag_bytes;
-    } else if (PyUnicode_CheckExact(args[0])) {
-        data = PyUnicode_AsUTF8AndSize(args[0], &n);
-        if (data == NULL) {             /* e.g. lone surrogates: Python encodes those */
-            PyErr_Clear();
-            return PyLong_FromLong(SLOW);
-        }
-        tag = self->tag_str;
-    } else {
-        return PyLong_FromLong(SLOW);
-    }
-    if (n > self->item_size)
-        return PyLong_FromLong(SLOW);
-    STORE(self->e_phase, self->putting);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) != self->running)
-        goto slow;
-    if (try_spin(self->empty) != 0)
-        goto slow;
-    CRASH("put.empty");
-    if (try_spin(self->put_lock) != 0) {
-        sem_post(self->empty);
-        goto slow;
-    }
-    CRASH("put.lock");
-    uint64_t head = LOAD(self->h_head);
-    char *slot = self->base + self->slots + (Py_ssize_t)(head % self->nslots) * self->slot_size;
-    uint64_t *hdr = (uint64_t *)slot;
-    hdr[0] = (uint64_t)n | (tag << 32);
-    hdr[1] = self->pid;
-    hdr[2] = seq;
-    hdr[3] = monotonic_ns();
-    memcpy(slot + self->header, data, (size_t)n);
-    CRASH("put.written");
-    /* commit: the slot is written before head shows it */
-    __atomic_store_n(&self->w[self->h_head], head + 1, __ATOMIC_RELEASE);
-    CRASH("put.commit");
-    sem_post(self->put_lock);
-    CRASH("put.unlock");
-    sem_post(self->fill);
-    STORE(self->e_puts, seq);
-    STORE(self->e_phase, self->idle);
-    CRASH("put.done");
-    return PyLong_FromLong(OK);
-slow:
-    STORE(self->e_phase, self->idle);
-    return PyLong_FromLong(SLOW);
-}
-
-/* get() -> bytes (a bytes item taken and recorded), or None (do it the slow way; only the
- * acknowledgement of the previous take happened) */
-static PyObject *ring_get(Ring *self, PyObject *unused) {
-    if (self->w == NULL) {
-        PyErr_SetString(PyExc_ValueError, "closed");
-        return NULL;
-    }
-    STORE(self->e_inflight, self->none);          /* the previous take is acknowledged */
-    STORE(self->e_phase, self->getting);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) == self->stopped)
-        goto slow;
-    if (try_spin(self->fill) != 0)
-        goto slow;
-    CRASH("get.fill");
-    if (try_spin(self->take_lock) != 0) {
-        sem_post(self->fill);
-        goto slow;
-    }
-    CRASH("get.lock");
-    uint64_t tail = LOAD(self->h_tail);
-    STORE(self->e_index, tail);
-    STORE(self->e_n, 1);
-    STORE(self->e_inflight, self->prepared);
-    CRASH("get.prepared");
-    char *slot = self->base + self->slots + (Py_ssize_t)(tail % self->nslots) * self->slot_size;
-    char *rec = self->base + self->record;
-    Py_ssize_t length = (Py_ssize_t)(((uint64_t *)slot)[0] & 0xFFFFFFFFu);
-    uint64_t tag = (((uint64_t *)slot)[0] >> 32) & 0xFFFF;
-    Py_ssize_t n = self->header + length;
-    if (n > self->slot_size)
-        n = self->slot_size;
-    memcpy(rec, slot, (size_t)n);
-    CRASH("get.copied");
-    /* commit: the item is safe in our record first */
-    __atomic_store_n(&self->w[self->h_tail], tail + 1, __ATOMIC_RELEASE);
-    CRASH("get.commit");
-    STORE(self->e_inflight, self->taken);
-    CRASH("get.taken");
-    uint64_t debt = LOAD(self->h_debt);
-    int free_slot = 1;
-    if (debt) {
-        STORE(self->h_debt, debt - 1);  /* a re-queued item in a spare slot has no token */
-        free_slot = 0;
-    }
-    sem_post(self->take_lock);
-    CRASH("get.unlock");
-    if (free_slot)
-        sem_post(self->empty);
-    STORE(self->e_gets, LOAD(self->e_gets) + 1);
-    STORE(self->e_phase, self->idle);
-    CRASH("get.done");
-    if (tag == self->tag_bytes)
-        return PyBytes_FromStringAndSize(rec + self->header, n - self->header);
-    if (tag == self->tag_str)
-        return PyUnicode_DecodeUTF8(rec + self->header, n - self->header, "surrogatepass");
-    return PyLong_FromLong((long)tag);  /* taken; Python decodes the record itself */
-slow:
-    STORE(self->e_phase, self->idle);
-    Py_RETURN_NONE;
-}
-
-
 /* The UTF-8 or bytes payload of an item for the fast path, or NULL (and no error set) if the
  * item is of another type or does not fit. */
 static const char *payload_of(Ring *self, PyObject *item, Py_ssize_t *n, uint64_t *tag) {
@@ -323,7 +192,7 @@ static const char *payload_of(Ring *self, PyObject *item, Py_ssize_t *n, uint64_
         *tag = self->tag_bytes;
     } else if (PyUnicode_CheckExact(item)) {
         data = PyUnicode_AsUTF8AndSize(item, n);  /* cached in the str object */
-        if (data == NULL) {
+        if (data == NULL) {                       /* e.g. lone surrogates: Python encodes those */
             PyErr_Clear();
             return NULL;
         }
@@ -334,40 +203,18 @@ static const char *payload_of(Ring *self, PyObject *item, Py_ssize_t *n, uint64_
     return *n <= self->item_size ? data : NULL;
 }
 
-/* put_many(items: list, start: int, seq: int) -> how many of items[start:] were put in one
- * lock section (0: none; the Python path must do the rest). Refuses (0) up front if any item
- * of items[start:] is not bytes/str or does not fit, so that the Python path can raise before
- * anything of the batch is put. */
-static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyList_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "put_many(items: list, start, seq)");
-        return NULL;
-    }
-    if (self->w == NULL) {
-        PyErr_SetString(PyExc_ValueError, "closed");
-        return NULL;
-    }
-    PyObject *items = args[0];
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_ssize_t total = PyList_GET_SIZE(items);
-    if (start < 0 || start >= total)
-        return PyLong_FromLong(0);
-    Py_ssize_t n;
-    uint64_t tag;
-    for (Py_ssize_t i = start; i < total; i++)
-        if (payload_of(self, PyList_GET_ITEM(items, i), &n, &tag) == NULL)
-            return PyLong_FromLong(0);
+/* The put lock section for items[0..count), all checked by payload_of beforehand: returns how
+ * many were put (1..count), or 0 when a step would wait (then nothing is held or changed). */
+static Py_ssize_t put_section(Ring *self, PyObject *const *items, Py_ssize_t count,
+                              uint64_t seq) {
     STORE(self->e_phase, self->putting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) != self->running)
         goto slow;
     if (try_spin(self->empty) != 0)
         goto slow;
-    Py_ssize_t got = 1, want = total - start;
-    while (got < want && sem_trywait(self->empty) == 0)
+    Py_ssize_t got = 1;
+    while (got < count && sem_trywait(self->empty) == 0)
         got++;
     CRASH("put.empty");
     if (try_spin(self->put_lock) != 0) {
@@ -378,7 +225,9 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
     CRASH("put.lock");
     uint64_t head = LOAD(self->h_head), now = monotonic_ns();
     for (Py_ssize_t i = 0; i < got; i++) {
-        const char *data = payload_of(self, PyList_GET_ITEM(items, start + i), &n, &tag);
+        Py_ssize_t n;
+        uint64_t tag;
+        const char *data = payload_of(self, items[i], &n, &tag);
         char *slot = self->base + self->slots +
                      (Py_ssize_t)((head + i) % self->nslots) * self->slot_size;
         uint64_t *hdr = (uint64_t *)slot;
@@ -389,7 +238,8 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
         memcpy(slot + self->header, data, (size_t)n);
     }
     CRASH("put.written");
-    __atomic_store_n(&self->w[self->h_head], head + got, __ATOMIC_RELEASE);   /* commit */
+    /* commit: the slots are written before head shows them */
+    __atomic_store_n(&self->w[self->h_head], head + got, __ATOMIC_RELEASE);
     CRASH("put.commit");
     sem_post(self->put_lock);
     CRASH("put.unlock");
@@ -398,26 +248,16 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
     STORE(self->e_puts, seq + got - 1);
     STORE(self->e_phase, self->idle);
     CRASH("put.done");
-    return PyLong_FromSsize_t(got);
+    return got;
 slow:
     STORE(self->e_phase, self->idle);
-    return PyLong_FromLong(0);
+    return 0;
 }
 
-/* get_many(max_items) -> a list of 1..max_items bytes/str items taken in one lock section,
- * an int n (n items taken, some of another type: decode the record), or None (slow path;
- * only the acknowledgement of the previous take happened). max_items <= the record's size. */
-static PyObject *ring_get_many(Ring *self, PyObject *arg) {
-    Py_ssize_t max_items = PyLong_AsSsize_t(arg);
-    if (max_items < 1) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "max_items >= 1");
-        return NULL;
-    }
-    if (self->w == NULL) {
-        PyErr_SetString(PyExc_ValueError, "closed");
-        return NULL;
-    }
+/* The take lock section for up to max_items items into the in-flight record: returns how
+ * many were taken, or 0 when a step would wait (then only the previous take's
+ * acknowledgement happened). */
+static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items) {
     STORE(self->e_inflight, self->none);          /* the previous take is acknowledged */
     STORE(self->e_phase, self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -442,20 +282,22 @@ static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     CRASH("get.prepared");
     char *rec = self->base + self->record;
     Py_ssize_t first = (Py_ssize_t)(tail % self->nslots);
-    Py_ssize_t run = got < (Py_ssize_t)self->nslots - first ? got : (Py_ssize_t)self->nslots - first;
+    Py_ssize_t to_end = (Py_ssize_t)self->nslots - first;
+    Py_ssize_t run = got < to_end ? got : to_end;   /* slots up to the end of the ring */
     memcpy(rec, self->base + self->slots + first * self->slot_size,
            (size_t)(run * self->slot_size));
     if (run < got)
         memcpy(rec + run * self->slot_size, self->base + self->slots,
                (size_t)((got - run) * self->slot_size));
     CRASH("get.copied");
-    __atomic_store_n(&self->w[self->h_tail], tail + got, __ATOMIC_RELEASE);   /* commit */
+    /* commit: the items are safe in our record first */
+    __atomic_store_n(&self->w[self->h_tail], tail + got, __ATOMIC_RELEASE);
     CRASH("get.commit");
     STORE(self->e_inflight, self->taken);
     CRASH("get.taken");
     Py_ssize_t free_slots = got;
     uint64_t debt = LOAD(self->h_debt);
-    if (debt) {
+    if (debt) {                 /* re-queued items in spare slots have no empty token */
         uint64_t paid = debt < (uint64_t)got ? debt : (uint64_t)got;
         STORE(self->h_debt, debt - paid);
         free_slots -= (Py_ssize_t)paid;
@@ -467,35 +309,122 @@ static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     STORE(self->e_gets, LOAD(self->e_gets) + got);
     STORE(self->e_phase, self->idle);
     CRASH("get.done");
+    return got;
+slow:
+    STORE(self->e_phase, self->idle);
+    return 0;
+}
+
+/* Item i of the in-flight record as bytes or str, or NULL with no error set if it is of
+ * another type (Python decodes those). */
+static PyObject *record_item(Ring *self, Py_ssize_t i) {
+    char *slot = self->base + self->record + i * self->slot_size;
+    uint64_t word = ((uint64_t *)slot)[0];
+    Py_ssize_t length = (Py_ssize_t)(word & 0xFFFFFFFFu);
+    uint64_t tag = (word >> 32) & 0xFFFF;
+    if (length > self->slot_size - self->header)
+        length = self->slot_size - self->header;
+    if (tag == self->tag_bytes)
+        return PyBytes_FromStringAndSize(slot + self->header, length);
+    if (tag == self->tag_str)
+        return PyUnicode_DecodeUTF8(slot + self->header, length, "surrogatepass");
+    return NULL;
+}
+
+static int check_open(Ring *self) {
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_ValueError, "closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* put(item, seq: int) -> 0 if put, 1 if the slow path must do it (nothing changed) */
+static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "put(item, seq)");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
+    if (seq == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n;
+    uint64_t tag;
+    if (payload_of(self, args[0], &n, &tag) == NULL)
+        return PyLong_FromLong(SLOW);
+    return PyLong_FromLong(put_section(self, args, 1, seq) ? OK : SLOW);
+}
+
+/* put_many(items: list, start: int, seq: int) -> how many of items[start:] were put in one
+ * lock section (0: none; the Python path must do the rest). Refuses (0) up front if any item
+ * of items[start:] is not bytes/str or does not fit, so that the Python path can raise before
+ * anything of the batch is put. */
+static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "put_many(items: list, start, seq)");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    PyObject *items = args[0];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(items);
+    if (start < 0 || start >= total)
+        return PyLong_FromLong(0);
+    PyObject **first = &PyList_GET_ITEM(items, start);
+    Py_ssize_t n;
+    uint64_t tag;
+    for (Py_ssize_t i = 0; i < total - start; i++)
+        if (payload_of(self, first[i], &n, &tag) == NULL)
+            return PyLong_FromLong(0);
+    return PyLong_FromSsize_t(put_section(self, first, total - start, seq));
+}
+
+/* get() -> the bytes or str taken, an int type tag (taken; Python decodes the record), or
+ * None (the slow path must do it; only the previous acknowledgement happened) */
+static PyObject *ring_get(Ring *self, PyObject *unused) {
+    if (check_open(self) < 0)
+        return NULL;
+    if (!take_section(self, 1))
+        Py_RETURN_NONE;
+    PyObject *item = record_item(self, 0);
+    if (item == NULL && !PyErr_Occurred())
+        return PyLong_FromLong(1);
+    return item;
+}
+
+/* get_many(max_items) -> a list of 1..max_items bytes/str items taken in one lock section,
+ * an int n (n items taken, some of another type: Python decodes the record), or None (slow
+ * path). max_items must not exceed the in-flight record's size. */
+static PyObject *ring_get_many(Ring *self, PyObject *arg) {
+    Py_ssize_t max_items = PyLong_AsSsize_t(arg);
+    if (max_items < 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "max_items >= 1");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    Py_ssize_t got = take_section(self, max_items);
+    if (!got)
+        Py_RETURN_NONE;
     PyObject *list = PyList_New(got);
     if (list == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < got; i++) {
-        char *slot = rec + i * self->slot_size;
-        uint64_t word = ((uint64_t *)slot)[0];
-        Py_ssize_t length = (Py_ssize_t)(word & 0xFFFFFFFFu);
-        uint64_t tag = (word >> 32) & 0xFFFF;
-        if (length > self->slot_size - self->header)
-            length = self->slot_size - self->header;
-        PyObject *item;
-        if (tag == self->tag_bytes) {
-            item = PyBytes_FromStringAndSize(slot + self->header, length);
-        } else if (tag == self->tag_str) {
-            item = PyUnicode_DecodeUTF8(slot + self->header, length, "surrogatepass");
-        } else {
-            Py_DECREF(list);
-            return PyLong_FromSsize_t(got);
-        }
+        PyObject *item = record_item(self, i);
         if (item == NULL) {
             Py_DECREF(list);
-            return NULL;
+            return PyErr_Occurred() ? NULL : PyLong_FromSsize_t(got);
         }
         PyList_SET_ITEM(list, i, item);
     }
     return list;
-slow:
-    STORE(self->e_phase, self->idle);
-    Py_RETURN_NONE;
 }
 
 static PyObject *ring_close(Ring *self, PyObject *unused) {

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from procs import status_of as status, wait_until
+from procs import status_of as status, summary, wait_until
 
 PUT_STEPS = {
     # step: is the dying put's item committed (present in the ring) afterwards?
@@ -77,32 +77,41 @@ def drain(procs, name, expected):
 IMPLS = {"c": {}, "python": {"SHMFIFO_PURE": "1"}}
 
 
+def through_a_crash(procs, name, split, consumer_rate, victim_args, victim_env):
+    """Run a survivor producer and consumer, let a victim kill itself at its crash point, and
+    check the survivors move again after the recovery; then stop the producer, let the
+    consumer drain, stop it. Returns (daemon, producer, consumer, victim, items put by the
+    producer, seconds from the death to the survivors moving again)."""
+    opts = ["--size", "8"] + (["--split-locks"] if split else [])
+    daemon = procs.daemon(name, *opts)
+    producer = procs.spawn("producer", "--fifo", name, "item=s", "rate=200")
+    consumer = procs.spawn("consumer", "--fifo", name, f"rate={consumer_rate}", "--json")
+    producer.wait_for("attached")
+    consumer.wait_for("attached")
+    victim = procs.spawn(*victim_args, env=victim_env)
+    assert victim.wait() == -signal.SIGKILL
+    died = time.monotonic()
+    daemon.wait_for(r"recovery \d+ done")
+    seen = len(records(consumer))
+    wait_until(lambda: len(records(consumer)) >= seen + 20, what="survivors to keep going")
+    resumed = time.monotonic() - died
+    producer.signal()
+    assert producer.wait() == 0
+    put = int(summary(producer)["n"])
+    wait_until(lambda: status(name)["items"] == 0, what="the consumer to drain")
+    consumer.signal()
+    assert consumer.wait() == 0
+    return daemon, producer, consumer, victim, put, resumed
+
+
 @pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("split", [False, True], ids=["mutex", "split"])
 @pytest.mark.parametrize("step", list(PUT_STEPS))
 def test_producer_killed_at_put_step(procs, fifo_name, step, split, impl):
-    opts = ["--size", "8"] + (["--split-locks"] if split else [])
-    daemon = procs.daemon(fifo_name, *opts)
-    # Survivors: a producer and a consumer that must keep going through the crash.
-    survivor = procs.spawn("producer", "--fifo", fifo_name, "item=s", "rate=200")
-    consumer = procs.spawn("consumer", "--fifo", fifo_name, "rate=max", "--json")
-    survivor.wait_for("attached")
-    consumer.wait_for("attached")
-    victim = procs.spawn("producer", "--fifo", fifo_name, "item=v", "rate=100", "count=10",
-                         env={"SHMFIFO_CRASH_AT": f"{step}:3", **IMPLS[impl]})
-    assert victim.wait() == -signal.SIGKILL
-    died = time.monotonic()
-    daemon.wait_for(r"recovery \d+ done")
-    # The survivors resume: new survivor items arrive after the death.
-    seen = len(records(consumer))
-    wait_until(lambda: len(records(consumer)) >= seen + 20, what="survivors to keep going")
-    resumed = time.monotonic() - died
-    survivor.signal()
-    assert survivor.wait() == 0
-    put_by_survivor = int(survivor.wait_for(r"after (\d+) items").split("after ")[1].split()[0])
-    wait_until(lambda: status(fifo_name)["items"] == 0, what="consumer to drain")
-    consumer.signal()
-    assert consumer.wait() == 0
+    daemon, survivor, consumer, victim, put_by_survivor, resumed = through_a_crash(
+        procs, fifo_name, split, "max",
+        ("producer", "--fifo", fifo_name, "item=v", "rate=100", "count=10"),
+        {"SHMFIFO_CRASH_AT": f"{step}:3", **IMPLS[impl]})
     got = records(consumer)
     victim_seqs = [r["seq"] for r in got if r["producer"] == victim.pid]
     survivor_seqs = [r["seq"] for r in got if r["producer"] == survivor.pid]
@@ -119,26 +128,11 @@ def test_producer_killed_at_put_step(procs, fifo_name, step, split, impl):
 @pytest.mark.parametrize("split", [False, True], ids=["mutex", "split"])
 @pytest.mark.parametrize("step", list(GET_STEPS))
 def test_consumer_killed_at_get_step(procs, fifo_name, step, split, impl):
-    opts = ["--size", "8"] + (["--split-locks"] if split else [])
-    daemon = procs.daemon(fifo_name, *opts)
-    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=200")
-    survivor = procs.spawn("consumer", "--fifo", fifo_name, "rate=100", "--json")
-    producer.wait_for("attached")
-    survivor.wait_for("attached")
-    victim = procs.spawn("consumer", "--fifo", fifo_name, "rate=100", "--json",
-                         env={"SHMFIFO_CRASH_AT": f"{step}:3", **IMPLS[impl]})
-    assert victim.wait() == -signal.SIGKILL
-    died = time.monotonic()
-    daemon.wait_for(r"recovery \d+ done")
-    seen = len(records(survivor))
-    wait_until(lambda: len(records(survivor)) >= seen + 20, what="survivor to keep going")
-    assert time.monotonic() - died < 5.0
-    producer.signal()
-    assert producer.wait() == 0
-    put = int(producer.wait_for(r"after (\d+) items").split("after ")[1].split()[0])
-    wait_until(lambda: status(fifo_name)["items"] == 0, what="survivor to drain")
-    survivor.signal()
-    assert survivor.wait() == 0
+    daemon, producer, survivor, victim, put, resumed = through_a_crash(
+        procs, fifo_name, split, "100",
+        ("consumer", "--fifo", fifo_name, "rate=100", "--json"),
+        {"SHMFIFO_CRASH_AT": f"{step}:3", **IMPLS[impl]})
+    assert resumed < 5.0
     by_victim = [r["seq"] for r in records(victim)]
     by_survivor = [r["seq"] for r in records(survivor)]
     taken, printed = GET_STEPS[step]

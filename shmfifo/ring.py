@@ -259,8 +259,22 @@ class Fifo:
         return min(remaining, slice_)
 
     def _wait_token(self, sem, deadline, blocked_phase, for_put):
-        """Take one token of ``empty`` or ``fill`` after a failed try; False if the deadline
-        passed."""
+        """Take one token of ``empty`` or ``fill`` after a failed try. If none comes by the
+        deadline, or the wait ends otherwise (a stop, a recovery, a shutdown), leave the
+        operation (phase IDLE) and raise Full / Empty or what ended it."""
+        try:
+            if self._await_token(sem, deadline, blocked_phase, for_put):
+                return
+        except BaseException:
+            self._idle()
+            raise
+        self._idle()
+        if for_put:   # (called while handling the failed try's BusyError: not its cause)
+            raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)") from None
+        raise Empty(f"FIFO {self.name!r} is empty") from None
+
+    def _await_token(self, sem, deadline, blocked_phase, for_put):
+        """The waiting of _wait_token: True once a token is taken, False at the deadline."""
         if deadline is not None and deadline <= 0:
             return False                      # block=False: never wait
         # Spin briefly before sleeping: when the other side is running on another core, a
@@ -456,12 +470,7 @@ class Fifo:
         try:
             empty.acquire(0)
         except posix_ipc.BusyError:
-            try:
-                if not self._wait_token(empty, deadline, BLOCKED_FULL, True):
-                    raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)") from None
-            except BaseException:
-                self._idle()
-                raise
+            self._wait_token(empty, deadline, BLOCKED_FULL, True)
         got = 1
         want = len(records) - start
         if want > 1:
@@ -617,12 +626,7 @@ class Fifo:
         try:
             fill.acquire(0)
         except posix_ipc.BusyError:
-            try:
-                if not self._wait_token(fill, deadline, BLOCKED_EMPTY, False):
-                    raise Empty(f"FIFO {self.name!r} is empty") from None
-            except BaseException:
-                self._idle()
-                raise
+            self._wait_token(fill, deadline, BLOCKED_EMPTY, False)
         got = 1
         if max_items > 1:
             try:

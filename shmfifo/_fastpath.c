@@ -25,6 +25,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
@@ -35,10 +36,25 @@
 
 enum { OK = 0, SLOW = 1 };
 
-/* Tries of sem_trywait before giving up to the slow path. A lock is held for well under a
- * microsecond here, and a token often arrives within a few: a short spin saves a trip
- * through the Python slow path and a futex sleep. About 10-20 us at most. */
-#define SPIN_TRIES 1000
+/* How a step waits before it gives up to the slow path (which sleeps on the semaphore):
+ *
+ * 1. SPIN_TRIES tries of sem_trywait with a pause: a lock is held for well under a
+ *    microsecond, and with the other side running on the other core a token arrives within
+ *    a few tries (measured: 2 to 15 on average).
+ * 2. YIELD_TRIES tries, each after a sched_yield(): when there are more clients than cores,
+ *    the process we wait for is often not running at all (preempted, maybe inside its lock
+ *    section), and only giving up the CPU lets it run. Yielding, unlike sleeping in sem_wait,
+ *    registers no waiter on the semaphore: glibc's sem_post makes a futex_wake system call
+ *    for as long as any waiter is registered, and a woken waiter stays registered until it
+ *    is scheduled, which with 16 clients on 2 cores takes milliseconds; every post in that
+ *    time pays the system call. That storm, not the spinning, is what made 8 producers and 8
+ *    consumers run at 0.4x of 1P/1C (about 1.6 futex calls per item under strace); with the
+ *    yields they run as fast as one pair (bench.cell, docs/design.md point 11).
+ *    With nothing else runnable on the core a yield returns at once, so this costs a waiter
+ *    about 30 system calls before it sleeps.
+ */
+#define SPIN_TRIES 100
+#define YIELD_TRIES 30
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,6 +95,11 @@ static int try_spin(sem_t *sem) {
         if (sem_trywait(sem) == 0)
             return 0;
         cpu_relax();
+    }
+    for (int i = 0; i < YIELD_TRIES; i++) {
+        sched_yield();
+        if (sem_trywait(sem) == 0)
+            return 0;
     }
     return -1;
 }

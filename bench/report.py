@@ -288,7 +288,8 @@ def markdown_report(results):
         "",
         f"Measured {meta['date']} on a {meta['nproc']}-core machine ({meta['cpu']}), "
         f"Python {meta['python']}, Linux {meta['kernel']}; median of {meta['repeat']} run(s) "
-        f"per cell, each sized to about {meta['target_s']} s. Command: `{meta['command']}` "
+        f"per cell, each sized to about {meta['target_s']} s, taken in separate passes over all "
+        f"the cells (so a cell's runs are minutes apart). Command: `{meta['command']}` "
         f"(total {meta['runtime_s']:.0f} s). Load average (1/5/15 min) before the run "
         f"{_load(meta['loadavg_start'])}, after {_load(meta['loadavg_end'])}.",
         "",

@@ -68,41 +68,69 @@ def implementations(cring_binary):
 
 
 def run_throughput(impls, workload_list, repeat, target_s, workdir):
-    """Measure every workload on every implementation; return JSON-ready rows."""
+    """Measure every workload on every implementation; return JSON-ready rows.
+
+    Pass 1 calibrates each cell (workload x implementation) and runs it once; passes 2 to
+    `repeat` run every cell once more, in the same order, and the median is reported. A
+    cell's repeats are thus minutes apart: slow spells of this shared machine last minutes,
+    and with the repeats back to back one spell could lower all three runs of one cell (a
+    1P/1C cell at 0.5x of its usual rate, say) and so the ratio of two cells; now it costs each
+    cell at most one run of its median.
+    """
+    cells = []                  # (workload, impl, run_once, Measurement)
+    for workload in workload_list:
+        for impl in impls:
+            if workload.batch > 1 and not impl.batching:
+                continue        # shown with its single-item result, below
+            run_once = _run_once(impl, workload, workdir, target_s)
+            started = time.monotonic()
+            measured = workloads.calibrate(run_once, target_s, MAX_ITEMS)
+            workloads.run_again(measured, run_once)
+            cells.append((workload, impl, run_once, measured))
+            _log_cell(workload, impl, measured, f"run 1 of {repeat}",
+                      time.monotonic() - started)
+    for n in range(2, repeat + 1):
+        log(f"throughput, pass {n} of {repeat}")
+        for workload, impl, run_once, measured in cells:
+            started = time.monotonic()
+            workloads.run_again(measured, run_once)
+            _log_cell(workload, impl, measured, f"run {n} of {repeat}",
+                      time.monotonic() - started)
+
+    measured_by = {}
+    for workload, impl, _, measured in cells:
+        measured.finish()
+        result = dataclasses.asdict(measured)
+        result["capacity_note"] = impl.capacity_note(workload)
+        measured_by[workload, impl.label] = result
     rows = []
     for workload in workload_list:
         row = {"workload": dataclasses.asdict(workload), "label": workload.label, "results": {}}
         for impl in impls:
-            if workload.batch > 1 and not impl.batching:
-                single = _single_counterpart(rows, workload, impl.label)
-                row["results"][impl.label] = dict(single, note="single put/get: no batch API")
-                continue
-            started = time.monotonic()
-
-            def run_once(total, impl=impl):
-                per_producer = max(1, total // workload.producers)
-                # Generous: calibration keeps runs near target_s, so only a hang gets near it.
-                timeout = 60 + 20 * target_s
-                return impl.throughput(workload, per_producer, workdir, timeout)
-
-            measured = workloads.measure(run_once, repeat, target_s, MAX_ITEMS)
-            result = dataclasses.asdict(measured)
-            result["capacity_note"] = impl.capacity_note(workload)
+            result = measured_by.get((workload, impl.label))
+            if result is None:
+                single = measured_by.get((dataclasses.replace(workload, batch=1), impl.label))
+                result = dict(single or {"items_per_s": None, "runs": [],
+                                         "failure": "no single-item run to stand in"},
+                              note="single put/get: no batch API")
             row["results"][impl.label] = result
-            shown = (f"{measured.items_per_s:12,.0f} items/s" if measured.ok
-                     else f"FAILED: {measured.failure}")
-            log(f"  {workload.label:34} {impl.label:15} {shown} "
-                f"({time.monotonic() - started:.1f} s)")
         rows.append(row)
     return rows
 
 
-def _single_counterpart(rows, workload, label):
-    single = dataclasses.replace(workload, batch=1)
-    for row in rows:
-        if row["workload"] == dataclasses.asdict(single):
-            return row["results"][label]
-    return {"items_per_s": None, "failure": "no single-item run to stand in", "runs": []}
+def _run_once(impl, workload, workdir, target_s):
+    def run_once(total):
+        per_producer = max(1, total // workload.producers)
+        # Generous: calibration keeps runs near target_s, so only a hang gets near it.
+        timeout = 60 + 20 * target_s
+        return impl.throughput(workload, per_producer, workdir, timeout)
+    return run_once
+
+
+def _log_cell(workload, impl, measured, which, seconds):
+    shown = (f"{measured.runs[-1]:12,.0f} items/s" if measured.ok
+             else f"FAILED: {measured.failure}")
+    log(f"  {workload.label:34} {impl.label:15} {shown} ({which}, {seconds:.1f} s)")
 
 
 def run_latency(impls, count, workdir, rate=LATENCY_RATE):

@@ -26,7 +26,7 @@ from . import items
 from .peers import CTX
 
 __all__ = ["Workload", "RunFailed", "throughput_workloads", "run_peer", "run_latency_peer",
-           "checked_rate", "measure", "Measurement", "log"]
+           "checked_rate", "calibrate", "run_again", "Measurement", "log"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,11 @@ class Measurement:
     @property
     def ok(self):
         return not self.failure
+
+    def finish(self):
+        """Set the median, once every run is in."""
+        if self.ok and self.runs:
+            self.items_per_s = statistics.median(self.runs)
 
 
 # --- workers (run in forked processes) ---------------------------------------------------------
@@ -272,12 +277,10 @@ def run_latency_peer(peer, count, rate, workdir):
     return latencies
 
 
-def measure(run_once, repeat, target_s, max_items, start_items=2000):
-    """Calibrate the item count to about `target_s` per run, then run `repeat` times.
-
-    ``run_once(total_items) -> items/s`` may raise RunFailed. The calibration runs double as
-    warm-up and are not reported. Returns a Measurement with the median.
-    """
+def calibrate(run_once, target_s, max_items, start_items=2000):
+    """Find the item count that makes a run last about `target_s`: a Measurement with `items`
+    set, or with `failure`. ``run_once(total_items) -> items/s`` may raise RunFailed. The
+    calibration runs double as warm-up and are not reported."""
     result = Measurement()
     try:
         total = start_items
@@ -287,18 +290,27 @@ def measure(run_once, repeat, target_s, max_items, start_items=2000):
             if total / rate >= target_s / 10 or total >= max_items:
                 break
             total = int(min(max_items, max(total * 2, rate * target_s / 5)))
-        total = int(min(max_items, max(start_items, rate * target_s)))
-        result.items = total
-        for _ in range(repeat):
-            result.runs.append(run_once(total))
-    except RunFailed as error:
-        result.failure = str(error)
-        return result
-    except Exception as error:  # a broken peer must not stop the rest of the suite
-        result.failure = f"{type(error).__name__}: {error}"
-        return result
-    result.items_per_s = statistics.median(result.runs)
+        result.items = int(min(max_items, max(start_items, rate * target_s)))
+    except Exception as error:
+        _fail(result, error)
     return result
+
+
+def run_again(result, run_once):
+    """One more reported run of a calibrated cell; a failure ends the cell."""
+    if not result.ok:
+        return
+    try:
+        result.runs.append(run_once(result.items))
+    except Exception as error:
+        _fail(result, error)
+
+
+def _fail(result, error):
+    if isinstance(error, RunFailed):
+        result.failure = str(error)
+    else:                       # a broken peer must not stop the rest of the suite
+        result.failure = f"{type(error).__name__}: {error}"
 
 
 def log(message):

@@ -2,9 +2,9 @@
 
 ``SHMFIFO_CRASH_AT=put.commit`` makes the process SIGKILL itself the first time it reaches
 the step named ``put.commit``; ``SHMFIFO_CRASH_AT=put.commit:3`` the third time. The variable
-is read once, at import. When it is unset, the hot paths (put and get) are compiled without
-their crash points (:func:`compiled_out`), so they cost nothing; elsewhere a step costs one
-test of a local variable (``if crash: crash("...")``).
+is read once, at import. When it is unset and the Python put and get are the hot paths (no C
+fast path), they are compiled without their crash points (:func:`compiled_out`), so they cost
+nothing; elsewhere a step costs one test of a local variable (``if crash: crash("...")``).
 
 Steps are named ``put.*``, ``get.*``, ``ack``, ``consumer.handled`` and ``recovery.*``; the
 tests list them all (tests/test_crash_windows.py).

@@ -71,10 +71,15 @@ try:
     from . import _fastpath
 except ImportError:             # built without a C compiler: the pure-Python path only
     _fastpath = None
-# The C accelerator does the non-blocking put/get of one bytes or str item (see _fastpath.c,
-# which has the same steps and crash points); the Python code below stays the reference and
-# does everything that waits or batches. SHMFIFO_PURE=1 runs the Python path alone.
+# The C accelerator does the non-blocking put/get of bytes and str items, one or a batch (see
+# _fastpath.c, which has the same steps and crash points); the Python code below stays the
+# reference and does everything that waits and every other item type. SHMFIFO_PURE=1 runs the
+# Python path alone.
 USE_FASTPATH = _fastpath is not None and os.environ.get("SHMFIFO_PURE") != "1"
+# Only without the fast path is the Python put/get the hot path, and only then are its crash
+# points compiled out: the recompilation adds about 10 ms to every client's start-up, while a
+# kept crash point costs a test of a local (about 0.15 us per put+get pair, all of them).
+_hot_path = crashpoints.compiled_out if not USE_FASTPATH else (lambda func: func)
 
 __all__ = ["Fifo", "attach", "Message"]
 
@@ -453,7 +458,7 @@ class Fifo:
             error.put = done
             raise error
 
-    @crashpoints.compiled_out
+    @_hot_path
     def _put_run(self, records, start, deadline):
         """Put records[start:] into as many free slots as can be had: one lock section."""
         w, b, e = self._w, self._b, self._e
@@ -611,7 +616,7 @@ class Fifo:
                 if not self._park(deadline):
                     raise Empty(f"FIFO {self.name!r} is empty") from None
 
-    @crashpoints.compiled_out
+    @_hot_path
     def _take_run(self, max_items, deadline):
         w, b, e = self._w, self._b, self._e
         crash = self._crash

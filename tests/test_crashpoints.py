@@ -1,5 +1,6 @@
-"""The crash points cost nothing when no crash is requested, and fire when one is; the C
-fast path is built, and it and the Python path read each other's items."""
+"""The Python hot paths lose their crash points when they are the hot paths and no crash is
+requested, and keep them when one is; the C fast path is built, and it and the Python path
+read each other's items."""
 
 import subprocess
 import sys
@@ -7,36 +8,45 @@ import sys
 import pytest
 
 from shmfifo import crashpoints
-from shmfifo.ring import Fifo
 
 from procs import REPO
 
 
-def test_hot_paths_are_compiled_without_crash_points_when_unset():
-    assert crashpoints.CRASH_AT is None
-    for method in (Fifo._put_run, Fifo._take_run):
-        code = method.__code__
-        assert "crash" not in code.co_varnames, method
-        assert not [c for c in code.co_consts if isinstance(c, str) and c.startswith(
-            ("put.", "get."))], method
-        assert code.co_filename.endswith("ring.py")
-        assert method.__qualname__.startswith("Fifo.")
-
-
-def test_hot_paths_keep_their_crash_points_when_set():
-    code = ("from shmfifo.ring import Fifo\n"
-            "print('crash' in Fifo._put_run.__code__.co_varnames,"
-            " 'put.commit' in Fifo._put_run.__code__.co_consts)")
+def _crash_points_of_hot_paths(**env):
+    """In a fresh interpreter with `env`: for Fifo._put_run and _take_run, whether each still
+    has its crash points (the local and the step names), and whether its code still names
+    ring.py and the line its source starts on (so tracebacks point at the real source)."""
+    code = ("import inspect\n"
+            "from shmfifo.ring import Fifo\n"
+            "for m in (Fifo._put_run, Fifo._take_run):\n"
+            "    c = m.__code__\n"
+            "    steps = [k for k in c.co_consts if isinstance(k, str)"
+            " and k.startswith(('put.', 'get.'))]\n"
+            "    first = inspect.getsourcelines(m)[1]\n"
+            "    print('crash' in c.co_varnames, bool(steps), c.co_filename.endswith('ring.py'),"
+            " c.co_firstlineno in (first, first + 1), m.__qualname__.startswith('Fifo.'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, env={"SHMFIFO_CRASH_AT": "put.commit", "PATH": "/usr/bin"},
-                         timeout=30)
-    assert out.stdout.split() == ["True", "True"], out.stderr
+                         cwd=REPO, env={"PATH": "/usr/bin", **env}, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return [line.split() for line in out.stdout.splitlines()]
 
 
-def test_a_traceback_from_a_stripped_method_points_at_the_source_line():
-    import inspect
-    lines, first = inspect.getsourcelines(Fifo._put_run)
-    assert Fifo._put_run.__code__.co_firstlineno in (first, first + 1)
+def test_the_python_hot_paths_are_compiled_without_crash_points_when_pure_and_unset():
+    assert _crash_points_of_hot_paths(SHMFIFO_PURE="1") == [["False", "False", "True", "True",
+                                                             "True"]] * 2
+
+
+def test_the_python_paths_keep_their_crash_points_when_a_crash_is_requested():
+    for env in ({"SHMFIFO_PURE": "1"}, {}):
+        assert _crash_points_of_hot_paths(SHMFIFO_CRASH_AT="put.commit", **env) == [
+            ["True", "True", "True", "True", "True"]] * 2
+
+
+def test_with_the_c_fast_path_the_python_paths_are_not_recompiled():
+    """With the fast path, the Python put/get run only for waits and other item types; their
+    crash points stay (a local test each) to spare every client the recompilation at import."""
+    assert crashpoints.CRASH_AT is None
+    assert _crash_points_of_hot_paths() == [["True", "True", "True", "True", "True"]] * 2
 
 
 def test_the_c_fast_path_is_built_and_used(fifo_name):

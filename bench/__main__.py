@@ -9,7 +9,7 @@
     1P/1C cap 32 64 B single     412k 2.6x   ...
 
 Progress goes to stderr, the final table to stdout. ``--quick`` is a smoke run (under a minute,
-one repeat, fewer workloads and shorter windows); the default takes about seven minutes on
+one repeat, fewer workloads and shorter windows); the default takes about eleven minutes on
 2 cores. Only a default run (no ``--quick``, no ``--only``) writes bench/results.md and
 bench/results.png; other runs write them to bench/out/. Raw results: bench/out/results.json.
 """
@@ -36,12 +36,12 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: fewer workloads, shorter runs (under a minute)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="runs per cell, the median is reported (default 3; 1 with --quick)")
+                        help="runs per cell, the median is reported (default 5; 1 with --quick)")
     parser.add_argument("--only", choices=("throughput", "latency", "cli"), action="append",
                         help="run only these sections (repeatable); the others stay empty")
     args = parser.parse_args(argv)
     if args.repeat is None:
-        args.repeat = 1 if args.quick else 3
+        args.repeat = 1 if args.quick else 5
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args

@@ -72,10 +72,10 @@ def run_throughput(impls, workload_list, repeat, target_s, workdir):
 
     Pass 1 calibrates each cell (workload x implementation) and runs it once; passes 2 to
     `repeat` run every cell once more, in the same order, and the median is reported. A
-    cell's repeats are thus minutes apart: slow spells of this shared machine last minutes,
-    and with the repeats back to back one spell could lower all three runs of one cell (a
-    1P/1C cell at 0.5x of its usual rate, say) and so the ratio of two cells; now it costs each
-    cell at most one run of its median.
+    cell's repeats are thus minutes apart: slow spells of this shared machine last from
+    seconds to a minute, and with the repeats back to back one spell could lower every run of
+    one cell (a 1P/1C cell at 0.5x of its usual rate, say) and so the ratio of two cells; now
+    a spell costs each cell it touches one run.
     """
     cells = []                  # (workload, impl, run_once, Measurement)
     for workload in workload_list:

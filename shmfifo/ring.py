@@ -77,8 +77,8 @@ except ImportError:             # built without a C compiler: the pure-Python pa
 # Python path alone.
 USE_FASTPATH = _fastpath is not None and os.environ.get("SHMFIFO_PURE") != "1"
 # Only without the fast path is the Python put/get the hot path, and only then are its crash
-# points compiled out: the recompilation adds about 10 ms to every client's start-up, while a
-# kept crash point costs a test of a local (about 0.15 us per put+get pair, all of them).
+# points compiled out: the recompilation adds 3-7 ms to every client's start-up, while a kept
+# crash point costs a test of a local (about 0.15 us per put+get pair, all of them together).
 _hot_path = crashpoints.compiled_out if not USE_FASTPATH else (lambda func: func)
 
 __all__ = ["Fifo", "attach", "Message"]

@@ -138,10 +138,14 @@ static void ring_release(Ring *self) {
         PyBuffer_Release(&self->view);
         self->have_view = 0;
     }
+    /* With the lab's single mutex take_lock is put_lock, opened once: close it once. glibc
+     * maps a named semaphore once per process and counts its opens, so a second sem_close
+     * would unmap it under every other handle of this process. */
+    if (self->take_lock == self->put_lock)
+        self->take_lock = NULL;
     sem_t **sems[] = {&self->empty, &self->fill, &self->put_lock, &self->take_lock};
     for (int i = 0; i < 4; i++) {
         if (*sems[i] != NULL) {
-            if (i == 3 && *sems[3] == self->put_lock) { *sems[3] = NULL; continue; }
             sem_close(*sems[i]);
             *sems[i] = NULL;
         }

@@ -14,7 +14,8 @@ from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClose
                      FifoNotFound, Full, HandleClosed, ItemTooLarge, NoFreeEntry, ShmfifoError,
                      Stopped, UsageError)
 from .names import DEFAULT_NAME
-from .ring import Fifo, Message, attach
+from .handle import Fifo, attach
+from .ring import Message
 
 __all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DEFAULT_NAME",
            "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",

@@ -119,6 +119,8 @@ typedef struct {
     /* geometry, bytes */
     Py_ssize_t slots, record, slot_size, item_size, header;
     uint64_t nslots, pid;
+    /* The thread that created this Ring: its client's entry is that thread's alone. */
+    unsigned long owner;
 } Ring;
 
 #define LOAD(i) __atomic_load_n(&self->w[(i)], __ATOMIC_RELAXED)
@@ -182,6 +184,7 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
     self->w = (uint64_t *)self->view.buf;
     self->nslots = nslots;
     self->pid = pid;
+    self->owner = PyThread_get_thread_ident();
     if ((uintptr_t)self->base % 8 != 0) {
         PyErr_SetString(PyExc_ValueError, "mapping is not 8-byte aligned");
         ring_release(self);
@@ -340,9 +343,11 @@ slow:
     return 0;
 }
 
-/* Item i of the in-flight record as bytes or str, or NULL with no error set if it is of
- * another type (Python decodes those). */
-static PyObject *record_item(Ring *self, Py_ssize_t i) {
+/* Item i of the in-flight record, copied out of shared memory while the take's caller still
+ * holds the GIL: bytes or str, or for another type a (tag, payload bytes) pair that Python
+ * decodes (items.decode) without reading the record again, which another thread may have
+ * released by then. *raw is set to 1 for such a pair. */
+static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
     char *slot = self->base + self->record + i * self->slot_size;
     uint64_t word = ((uint64_t *)slot)[0];
     Py_ssize_t length = (Py_ssize_t)(word & 0xFFFFFFFFu);
@@ -353,16 +358,15 @@ static PyObject *record_item(Ring *self, Py_ssize_t i) {
         return PyBytes_FromStringAndSize(slot + self->header, length);
     if (tag == self->tag_str)
         return PyUnicode_DecodeUTF8(slot + self->header, length, "surrogatepass");
-    return NULL;
+    *raw = 1;
+    return Py_BuildValue("(Ky#)", (unsigned long long)tag, slot + self->header, length);
 }
 
-static int check_open(Ring *self) {
-    if (self->w == NULL) {
-        PyErr_SetString(PyExc_ValueError, "closed");
-        return -1;
-    }
-    return 0;
-}
+/* A Ring that is closed (its handle was closed by another thread between the caller's look at
+ * it and this call) or called from a thread other than its owner does nothing and answers
+ * "take the slow path": the handle then finds the calling thread's own client, or raises
+ * HandleClosed. So a handle may offer its first client's Ring to every thread unchecked. */
+#define NOT_USABLE(self) ((self)->w == NULL || PyThread_get_thread_ident() != (self)->owner)
 
 /* put(item, seq: int) -> 0 if put, 1 if the slow path must do it (nothing changed) */
 static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -370,8 +374,8 @@ static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
         PyErr_SetString(PyExc_TypeError, "put(item, seq)");
         return NULL;
     }
-    if (check_open(self) < 0)
-        return NULL;
+    if (NOT_USABLE(self))
+        return PyLong_FromLong(SLOW);
     uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
     if (seq == (uint64_t)-1 && PyErr_Occurred())
         return NULL;
@@ -391,8 +395,8 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "put_many(items: list, start, seq)");
         return NULL;
     }
-    if (check_open(self) < 0)
-        return NULL;
+    if (NOT_USABLE(self))
+        return PyLong_FromLong(0);
     PyObject *items = args[0];
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
@@ -410,21 +414,17 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromSsize_t(put_section(self, first, total - start, seq));
 }
 
-/* get() -> the bytes or str taken, an int type tag (taken; Python decodes the record), or
- * None (the slow path must do it; only the previous acknowledgement happened) */
+/* get() -> the bytes or str taken, a (tag, payload) pair for another type (taken; Python
+ * decodes it), or None (the slow path must do it; only the previous acknowledgement happened) */
 static PyObject *ring_get(Ring *self, PyObject *unused) {
-    if (check_open(self) < 0)
-        return NULL;
-    if (!take_section(self, 1))
+    if (NOT_USABLE(self) || !take_section(self, 1))
         Py_RETURN_NONE;
-    PyObject *item = record_item(self, 0);
-    if (item == NULL && !PyErr_Occurred())
-        return PyLong_FromLong(1);
-    return item;
+    int raw = 0;
+    return record_item(self, 0, &raw);
 }
 
-/* get_many(max_items) -> a list of 1..max_items bytes/str items taken in one lock section,
- * an int n (n items taken, some of another type: Python decodes the record), or None (slow
+/* get_many(max_items) -> the 1..max_items items taken in one lock section: a list when all are
+ * bytes or str, a tuple when some are (tag, payload) pairs for Python to decode; or None (slow
  * path). max_items must not exceed the in-flight record's size. */
 static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     Py_ssize_t max_items = PyLong_AsSsize_t(arg);
@@ -433,23 +433,28 @@ static PyObject *ring_get_many(Ring *self, PyObject *arg) {
             PyErr_SetString(PyExc_ValueError, "max_items >= 1");
         return NULL;
     }
-    if (check_open(self) < 0)
-        return NULL;
+    if (NOT_USABLE(self))
+        Py_RETURN_NONE;
     Py_ssize_t got = take_section(self, max_items);
     if (!got)
         Py_RETURN_NONE;
     PyObject *list = PyList_New(got);
     if (list == NULL)
         return NULL;
+    int raw = 0;
     for (Py_ssize_t i = 0; i < got; i++) {
-        PyObject *item = record_item(self, i);
+        PyObject *item = record_item(self, i, &raw);
         if (item == NULL) {
             Py_DECREF(list);
-            return PyErr_Occurred() ? NULL : PyLong_FromSsize_t(got);
+            return NULL;
         }
         PyList_SET_ITEM(list, i, item);
     }
-    return list;
+    if (!raw)
+        return list;
+    PyObject *pairs = PyList_AsTuple(list);
+    Py_DECREF(list);
+    return pairs;
 }
 
 static PyObject *ring_close(Ring *self, PyObject *unused) {
@@ -461,11 +466,11 @@ static PyMethodDef ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
      "put(item: bytes, seq) -> 0 if put, 1 if the slow path must do it"},
     {"get", (PyCFunction)ring_get, METH_NOARGS,
-     "get() -> the bytes or str taken, an int type tag (taken; decode the record), or None"},
+     "get() -> the bytes or str taken, a (tag, payload) pair to decode, or None"},
     {"put_many", (PyCFunction)(void (*)(void))ring_put_many, METH_FASTCALL,
      "put_many(items: list, start, seq) -> how many were put (0: the slow path must)"},
     {"get_many", (PyCFunction)ring_get_many, METH_O,
-     "get_many(max_items) -> list of items, an int n (decode the record), or None"},
+     "get_many(max_items) -> list of items, a tuple of items and pairs to decode, or None"},
     {"close", (PyCFunction)ring_close, METH_NOARGS, "release the mapping and semaphores"},
     {NULL, NULL, 0, NULL},
 };

@@ -14,8 +14,8 @@ import json
 import sys
 import time
 
-from . import layout
-from .ring import attach
+from . import crashpoints, layout
+from .handle import attach
 from .runner import Runner, _rate_text
 
 __all__ = ["run_consumer", "format_item", "json_record"]
@@ -50,7 +50,7 @@ def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None):
     """Attach, take items at ``rate`` until stopped or ``count`` reached; return exit code."""
     out = out or sys.stdout
     with attach(fifo_name, role=layout.ROLE_CONSUMER, rate=rate) as fifo:
-        crash = fifo._crash
+        crash = crashpoints.hook()
         runner = Runner(fifo, None, count=count, log=log, max_batch=1)
 
         def step(fifo, n):

@@ -18,17 +18,18 @@ import dataclasses
 import os
 import threading
 import time
+import weakref
 
 from . import layout, lease, log as logs, names
 from .errors import CorruptSegment, FifoExists, UsageError
 from .layout import (ACTIVE, DRAINING, E_ATTACHED, E_PID, E_ROLE, E_STATE, FREE, H_CREATED,
                      H_DAEMON_PID, H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC,
                      H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
-from .recovery import Recovery, dead_entries
-from .ring import _process_start_ms
+from .recovery import Recovery, dead_entries, free_entry, holds_nothing
+from .ring import process_start_ms
 from .segment import Segment
 
-__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS"]
+__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked"]
 
 DEFAULTS = {"capacity": 32, "item_size": 128, "max_clients": 32}
 # The in-flight record of each entry holds this many items at most (and the ring has
@@ -83,6 +84,7 @@ class FifoDaemon:
         # Event's lock may be held by the very thread the handler interrupted.
         self._stop = False
         self._known = {}          # entry index -> (pid, attached time, text), for the log
+        _daemons.add(self)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -187,7 +189,7 @@ class FifoDaemon:
         w = self.seg.words
         pid = os.getpid()
         w[H_DAEMON_PID] = pid
-        w[H_DAEMON_START] = _process_start_ms(pid)
+        w[H_DAEMON_START] = process_start_ms(pid)
         w[H_STATE] = RUNNING
 
     @property
@@ -208,11 +210,26 @@ class FifoDaemon:
         return self._stop
 
     def check_clients(self):
-        """Run a recovery if a client has died. Returns the entries freed (maybe none)."""
-        dead = dead_entries(self.seg)
+        """Run a recovery if a client has died. Returns the entries freed (maybe none).
+
+        A client that died between operations holding nothing (a process that exited
+        without closing its handle: ``os._exit``, a pool worker) needs no repair: its entry
+        is freed and logged as a detach."""
+        seg = self.seg
+        dead = dead_entries(seg)
+        detached = []
+        if dead and self.recovery:
+            for index in [i for i in dead if holds_nothing(seg, i)]:
+                base = seg.geometry.entry_offset(index) // 8
+                role = layout.ROLE_NAMES.get(seg.words[base + E_ROLE], "client")
+                pid = seg.words[base + E_PID]
+                free_entry(seg, index)
+                dead.remove(index)
+                detached.append(index)
+                self.log.info("%s pid %d exited holding nothing; detached", role, pid)
         freed = self._recover(dead) if dead else []
-        self._log_attachments(freed)
-        return freed
+        self._log_attachments(freed + detached)
+        return freed + detached
 
     def _log_attachments(self, freed):
         """Log clients that attached or detached since the last look, like dmesg does."""
@@ -345,6 +362,19 @@ class FifoDaemon:
         if self.seg is not None:
             self.seg.close()
             self.seg = None
+
+
+_daemons = weakref.WeakSet()
+
+
+def forked():
+    """After fork(), in the child: a daemon's segment is the parent's. Close its descriptor
+    here, so that the daemon's lease lives and dies with the parent alone."""
+    for daemon in list(_daemons):
+        daemon._stop = True
+        seg, daemon.seg = daemon.seg, None
+        if seg is not None:
+            seg.close()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@
 
 from . import layout
 from .errors import FifoClosed, Stopped
-from .ring import attach
+from .handle import attach
 from .runner import Runner, _rate_text
 
 __all__ = ["run_producer"]
@@ -17,20 +17,19 @@ __all__ = ["run_producer"]
 def run_producer(fifo_name, item, rate, *, count=None, log):
     """Attach, put ``item`` at ``rate`` until stopped or ``count`` reached; return exit code."""
     with attach(fifo_name, role=layout.ROLE_PRODUCER, param=item, rate=rate) as fifo:
-        fifo._encode(item)     # an item that cannot fit is a usage error before the first put
+        fifo.check_item(item)   # an item that cannot fit is a usage error before the first put
         runner = Runner(fifo, None, count=count, log=log)
 
         def step(fifo, n):
-            before = fifo._seq
             try:
                 if n == 1:
                     fifo.put(item)
                 else:
                     fifo.put_many([item] * n)
             except (Stopped, FifoClosed) as stop:
-                # put_many may have committed part of the batch before it was stopped: those
-                # items are in the FIFO and belong in the summary's count.
-                stop.done = fifo._seq - before
+                # put_many may have committed part of the batch before it was stopped (its
+                # error says how many): those are in the FIFO and count in the summary.
+                stop.done = getattr(stop, "put", 0)
                 raise
             if log.isEnabledFor(10):
                 for k in range(n):

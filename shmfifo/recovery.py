@@ -34,7 +34,7 @@ from .layout import (ACTIVE, E_ACK, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, 
                      TAKEN)
 from .ring import fence
 
-__all__ = ["dead_entries", "Recovery", "process_state"]
+__all__ = ["dead_entries", "Recovery", "process_state", "holds_nothing", "free_entry"]
 
 QUIESCENCE_POLL = 0.002
 
@@ -44,6 +44,26 @@ def dead_entries(seg):
     w, g = seg.words, seg.geometry
     return [i for i in range(g.max_clients)
             if w[g.entry_offset(i) // 8 + E_STATE] != FREE and not seg.entry_alive(i)]
+
+
+def holds_nothing(seg, index):
+    """True if entry ``index`` is between operations (IDLE: it holds no token) with nothing
+    taken and unacknowledged: its death needs no repair, only freeing the entry."""
+    base = seg.geometry.entry_offset(index) // 8
+    w = seg.words
+    return w[base + E_PHASE] == IDLE and w[base + E_INFLIGHT] == NONE
+
+
+def free_entry(seg, index):
+    """Clear entry ``index`` and mark it FREE (last: a claimer sees a clean entry)."""
+    w = seg.words
+    base = seg.geometry.entry_offset(index) // 8
+    for word in range(ENTRY_WORDS):
+        if word != E_STATE:
+            w[base + word] = 0
+    start = seg.geometry.entry_offset(index) + PARAM_OFFSET
+    seg.buf[start:start + PARAM_BYTES] = bytes(PARAM_BYTES)
+    w[base + E_STATE] = FREE
 
 
 def process_state(pid, start_ms):
@@ -242,11 +262,4 @@ class Recovery:
         set_semaphore(seg.empty, max(0, capacity - count))
 
     def _free(self, index):
-        seg, w = self.seg, self.seg.words
-        base = self._entry(index)
-        for word in range(ENTRY_WORDS):
-            if word != E_STATE:
-                w[base + word] = 0
-        start = seg.geometry.entry_offset(index) + PARAM_OFFSET
-        seg.buf[start:start + PARAM_BYTES] = bytes(PARAM_BYTES)
-        w[base + E_STATE] = FREE
+        free_entry(self.seg, index)

@@ -1,4 +1,4 @@
-"""The ring and its protocol: a client's handle on a FIFO (the lab's exported put/get).
+"""The ring and its protocol: one client of a FIFO (the lab's exported put/get).
 
 The concurrency contract
 ------------------------
@@ -42,7 +42,10 @@ max_clients * batch_max (takes move a unit from one to the other, acks and recov
 lower it), so head - tail <= capacity + d never exceeds NSLOTS, even after a re-queue at the
 front of a full ring.
 
-A handle is for one thread at a time; attach once per thread (each attach is its own client).
+A :class:`Client` is one entry of the client table, with that entry's lease, phase and
+in-flight record, used by one thread of one process: the handle (handle.py) gives each
+thread of each process that uses it a client of its own, so no two threads ever share an
+entry's words.
 
 shmfifo/_fastpath.c, when built, repeats the non-blocking lock sections below in C for bytes
 and str items (same steps, words, fence and crash points); whenever a step would wait it
@@ -65,7 +68,6 @@ from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATT
                      E_RATE, E_ROLE, E_START, E_STATE, FREE, GETTING, H_DEBT,
                      H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PARKED, PREPARED, PUTTING,
                      RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAG_STR, TAKEN)
-from .segment import Segment
 
 try:
     from . import _fastpath
@@ -81,7 +83,7 @@ USE_FASTPATH = _fastpath is not None and os.environ.get("SHMFIFO_PURE") != "1"
 # crash point costs a test of a local (about 0.15 us per put+get pair, all of them together).
 _hot_path = crashpoints.compiled_out if not USE_FASTPATH else (lambda func: func)
 
-__all__ = ["Fifo", "attach", "Message"]
+__all__ = ["Client", "Message", "fence", "process_start_ms"]
 
 # Longest single blocking wait: how quickly a waiter notices a stop, a shutdown or a recovery.
 WAIT_SLICE = 0.05
@@ -126,7 +128,7 @@ class _Park(Exception):
     """Internal: a recovery started while this operation waited; it holds nothing now."""
 
 
-def _process_start_ms(pid):
+def process_start_ms(pid):
     """A process's start time in ms since the epoch, as psutil's create_time() computes it
     (boot time + start ticks), read from /proc so that clients need not import psutil."""
     try:
@@ -139,28 +141,27 @@ def _process_start_ms(pid):
         return 0
 
 
-def attach(name, **options):
-    """Attach to the FIFO ``name`` and return a :class:`Fifo` handle (a context manager).
+class Client:
+    """One client of a FIFO: its operations, for one thread of one process.
 
-    Raises FifoNotFound if there is no such FIFO, DaemonNotRunning if its daemon is gone,
-    CorruptSegment if the name holds something else, NoFreeEntry if its table is full.
-    """
-    return Fifo(name, **options)
-
-
-class Fifo:
-    """A client's handle on a FIFO, with the semantics of :class:`queue.Queue`.
+    ``attachment`` is this process's mapping of the segment (handle.Attachment): the client
+    claims a free entry of the table under it and takes that entry's lease through its
+    descriptor. The Python code after a failed fast-path try runs registered in
+    ``attachment.active``, so that closing the handle from another thread never unmaps what
+    a waiting thread is using.
 
     Timeouts: ``None`` waits for ever, ``0`` or ``block=False`` never waits, ``> 0`` is a
     bound in seconds. A full or empty FIFO raises :class:`Full` / :class:`Empty`.
     """
 
-    def __init__(self, name, *, role=layout.ROLE_CLIENT, param="", rate=0.0):
-        self.name = name
+    def __init__(self, attachment, *, role=layout.ROLE_CLIENT, param="", rate=0.0):
+        seg = attachment.seg
+        self.name = attachment.name
         self.closed = True
         self._stop = False
-        self._seg = None
-        self._seg = seg = Segment.open(name)
+        self._seg = seg
+        self._attachment = attachment
+        self._active = attachment.active
         g = seg.geometry
         self.capacity = g.capacity
         self.item_size = g.item_size
@@ -179,11 +180,12 @@ class Fifo:
         # Seconds spent waiting for a free slot or an item (not for a lock): a rate loop
         # restarts its schedule after such a stall instead of bursting.
         self.blocked_s = 0.0
-        self.index = self._claim_entry(role, param, rate)
+        with attachment.claim_lock:       # two threads of this process: never one entry
+            self.index = self._claim_entry(role, param, rate)
         e = self._entry = g.entry_offset(self.index)
         self._e = e // 8          # entry's first word
         self._record = e + layout.INFLIGHT_OFFSET
-        self._fast = self._make_fastpath(name, g) if USE_FASTPATH else None
+        self._fast = self._make_fastpath(self.name, g) if USE_FASTPATH else None
         self.closed = False
 
     def _make_fastpath(self, name, g):
@@ -217,7 +219,7 @@ class Fifo:
             for word in range(layout.ENTRY_WORDS):
                 w[base + word] = 0
             w[base + E_PID] = self.pid
-            w[base + E_START] = _process_start_ms(self.pid)
+            w[base + E_START] = process_start_ms(self.pid)
             w[base + E_ROLE] = role
             w[base + E_ATTACHED] = time.time_ns()
             seg.floats[base + E_RATE] = float("inf") if rate is None else float(rate)
@@ -231,14 +233,20 @@ class Fifo:
     # -- waiting ----------------------------------------------------------------------------
 
     def request_stop(self):
-        """Make a blocked or future operation of this handle raise Stopped. Signal-safe."""
+        """Make a blocked or future operation of this client raise Stopped. Signal-safe."""
         self._stop = True
+
+    def _stopped(self):
+        """What ends an operation that was asked to stop: the handle's close, or a stop."""
+        if self.closed:
+            return HandleClosed(self.name)
+        return Stopped(f"handle on FIFO {self.name!r} was asked to stop")
 
     def _refuse(self, for_put):
         """An operation may not start: say why (after going back to IDLE)."""
         self._w[self._e + E_PHASE] = IDLE
         if self._stop:
-            raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+            raise self._stopped()
         raise FifoClosed(self.name)
 
     def _idle(self):
@@ -248,7 +256,7 @@ class Fifo:
         """Between two timed waits: raise what ends the wait, or return the next slice."""
         w = self._w
         if self._stop:
-            raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+            raise self._stopped()
         if w[H_EPOCH] & 1:
             raise _Park
         state = w[H_STATE]
@@ -327,7 +335,7 @@ class Fifo:
                         pass
             while True:
                 if self._stop:
-                    raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+                    raise self._stopped()
                 if self._w[H_EPOCH] & 1:
                     raise _Park
                 try:
@@ -353,7 +361,7 @@ class Fifo:
         try:
             while w[H_EPOCH] == epoch:
                 if self._stop:
-                    raise Stopped(f"handle on FIFO {self.name!r} was asked to stop")
+                    raise self._stopped()
                 if w[H_STATE] == STOPPED:
                     raise FifoClosed(self.name)
                 if deadline is not None and time.monotonic() >= deadline:
@@ -363,6 +371,47 @@ class Fifo:
         finally:
             w[e + E_PHASE] = IDLE
             self.blocked_s += time.monotonic() - started
+
+    def wait_ready(self, for_put, timeout):
+        """Wait until a put (``for_put``) or a get would find a token, and hold nothing when
+        returning: a token of ``empty``/``fill`` is taken by the protocol of an operation
+        (phase, fence, epoch) and given straight back. True if one was seen within
+        ``timeout`` seconds. For the asyncio watchers (aio.py)."""
+        self._enter()
+        try:
+            w, e = self._w, self._e
+            sem = self._empty if for_put else self._fill
+            deadline = time.monotonic() + timeout
+            while True:
+                w[e + E_PHASE] = PUTTING if for_put else GETTING
+                _fence_acquire()
+                _fence_release()
+                try:
+                    if w[H_EPOCH] & 1:
+                        raise _Park
+                    state = w[H_STATE]
+                    if self._stop or state == STOPPED or (for_put and state != RUNNING):
+                        self._refuse(for_put)
+                    try:
+                        sem.acquire(0)
+                    except posix_ipc.BusyError:
+                        blocked = BLOCKED_FULL if for_put else BLOCKED_EMPTY
+                        if not self._await_token(sem, deadline, blocked, for_put):
+                            self._idle()
+                            return False
+                except _Park:
+                    self._idle()
+                    if not self._park(deadline):
+                        return False
+                    continue
+                except BaseException:
+                    self._idle()
+                    raise
+                sem.release()
+                self._idle()
+                return True
+        finally:
+            self._active.pop()
 
     @staticmethod
     def _deadline(block, timeout):
@@ -382,6 +431,14 @@ class Fifo:
             raise ItemTooLarge(len(payload), self.item_size, self.name)
         return tag, payload
 
+    def _enter(self):
+        """Start the Python path of an operation: registered in ``active`` (see the class),
+        and refused on a closed client. The caller pops ``active`` when it leaves."""
+        self._active.append(self)
+        if self.closed:
+            self._active.pop()
+            raise HandleClosed(self.name)
+
     def put(self, item, block=True, timeout=None):
         """Put one item; raise Full if no slot frees up in time."""
         fast = self._fast
@@ -389,17 +446,18 @@ class Fifo:
             if not fast.put(item, self._seq + 1):
                 self._seq += 1
                 return
-        record = (TAG_BYTES, item) if type(item) is bytes else encode(item)
-        if len(record[1]) > self.item_size:
-            raise ItemTooLarge(len(record[1]), self.item_size, self.name)
-        deadline = None if block and timeout is None else self._deadline(block, timeout)
+        self._enter()
         try:
-            self._put_run((record,), 0, deadline)      # the common case: one frame less
-        except _Park:
-            self._put_records((record,), deadline)
-
-    def put_nowait(self, item):
-        self.put(item, block=False)
+            record = (TAG_BYTES, item) if type(item) is bytes else encode(item)
+            if len(record[1]) > self.item_size:
+                raise ItemTooLarge(len(record[1]), self.item_size, self.name)
+            deadline = None if block and timeout is None else self._deadline(block, timeout)
+            try:
+                self._put_run((record,), 0, deadline)      # the common case: one frame less
+            except _Park:
+                self._put_records((record,), deadline)
+        finally:
+            self._active.pop()
 
     def put_many(self, items, block=True, timeout=None):
         """Put every item, in order, taking one lock section per run of free slots.
@@ -424,16 +482,20 @@ class Fifo:
                 done += n
             if done == total:
                 return
-        records = list(map(encode, items[done:] if done else items))
-        limit = self.item_size
-        for _, payload in records:
-            if len(payload) > limit:    # refused before any item of the batch is put
-                raise ItemTooLarge(len(payload), limit, self.name)
+        self._enter()
         try:
-            self._put_records(records, self._deadline(block, timeout))
-        except (Full, Stopped, FifoClosed) as error:
-            error.put = getattr(error, "put", 0) + done
-            raise
+            records = list(map(encode, items[done:] if done else items))
+            limit = self.item_size
+            for _, payload in records:
+                if len(payload) > limit:    # refused before any item of the batch is put
+                    raise ItemTooLarge(len(payload), limit, self.name)
+            try:
+                self._put_records(records, self._deadline(block, timeout))
+            except (Full, Stopped, FifoClosed) as error:
+                error.put = getattr(error, "put", 0) + done
+                raise
+        finally:
+            self._active.pop()
 
     def _put_records(self, records, deadline):
         done = 0
@@ -538,31 +600,33 @@ class Fifo:
         if fast is not None and not self._stop:
             taken = fast.get()
             if taken is not None:
-                if type(taken) is not int:
-                    return taken
-                return self._decode(self._record, False)
-        deadline = None if block and timeout is None else self._deadline(block, timeout)
-        self._w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
+                return taken if type(taken) is not tuple else decode(*taken)
+        self._enter()
         try:
-            self._take_run(1, deadline)                # the common case: one frame less
-        except _Park:
-            self._take(1, deadline)
-        off = self._record
-        word = self._w[off >> 3]                       # length | tag << 32 (SLOT_HEADER)
-        if (word >> 32) & 0xFFFF == TAG_BYTES:
-            return self._seg.mm[off + 32:off + 32 + (word & 0xFFFFFFFF)]
-        return self._decode(off, False)
-
-    def get_nowait(self):
-        return self.get(block=False)
+            deadline = None if block and timeout is None else self._deadline(block, timeout)
+            self._w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
+            try:
+                self._take_run(1, deadline)                # the common case: one frame less
+            except _Park:
+                self._take(1, deadline)
+            off = self._record
+            word = self._w[off >> 3]                       # length | tag << 32 (SLOT_HEADER)
+            if (word >> 32) & 0xFFFF == TAG_BYTES:
+                return self._seg.mm[off + 32:off + 32 + (word & 0xFFFFFFFF)]
+            return self._decode(off, False)
+        finally:
+            self._active.pop()
 
     def get_message(self, block=True, timeout=None):
         """Like get, but return a :class:`Message` with the producer, sequence and put time."""
-        fast = self._fast
-        if fast is not None and not self._stop and fast.get() is not None:
+        self._enter()        # the record is read after the take: nobody may release it
+        try:
+            fast = self._fast
+            if fast is None or self._stop or fast.get() is None:
+                self._take(1, self._deadline(block, timeout))
             return self._decode(self._record, True)
-        self._take(1, self._deadline(block, timeout))
-        return self._decode(self._record, True)
+        finally:
+            self._active.pop()
 
     def get_many(self, max_items, block=True, timeout=None):
         """Wait for one item (within the timeout), then take up to ``max_items`` (at most the
@@ -572,25 +636,34 @@ class Fifo:
         max_items = min(max_items, self.batch_max)
         fast = self._fast
         taken = fast.get_many(max_items) if fast is not None and not self._stop else None
-        if type(taken) is list:
-            return taken
-        n = taken if taken is not None else self._take(max_items,
-                                                       self._deadline(block, timeout))
-        rec, size, b, mm = self._record, self._slot_size, self._b, self._seg.mm
-        unpack = SLOT_HEADER.unpack_from
-        items = []
-        for off in range(rec, rec + n * size, size):
-            length, tag, _, _, _ = unpack(b, off)
-            if tag == TAG_BYTES:
-                items.append(mm[off + 32:off + 32 + length])   # one copy, straight to bytes
-            else:
-                items.append(decode(tag, b[off + 32:off + 32 + length]))
-        return items
+        if taken is not None:
+            if type(taken) is list:
+                return taken
+            return [decode(*x) if type(x) is tuple else x for x in taken]
+        self._enter()
+        try:
+            n = self._take(max_items, self._deadline(block, timeout))
+            rec, size, b, mm = self._record, self._slot_size, self._b, self._seg.mm
+            unpack = SLOT_HEADER.unpack_from
+            items = []
+            for off in range(rec, rec + n * size, size):
+                length, tag, _, _, _ = unpack(b, off)
+                if tag == TAG_BYTES:
+                    items.append(mm[off + 32:off + 32 + length])   # one copy, straight to bytes
+                else:
+                    items.append(decode(tag, b[off + 32:off + 32 + length]))
+            return items
+        finally:
+            self._active.pop()
 
     def ack(self):
         """Mark the items of the last get as handled: a crash now will not re-deliver them.
         The next get, get_many or close acknowledges implicitly."""
-        self._w[self._e + E_INFLIGHT] = NONE
+        self._enter()
+        try:
+            self._w[self._e + E_INFLIGHT] = NONE
+        finally:
+            self._active.pop()
         crash = self._crash
         if crash:
             crash("ack")
@@ -699,24 +772,6 @@ class Fifo:
 
     # -- state ------------------------------------------------------------------------------
 
-    def qsize(self):
-        """Items present now (approximate while others run, as for queue.Queue)."""
-        w = self._w
-        return max(0, min(w[H_HEAD] - w[H_TAIL], self._nslots))
-
-    def empty(self):
-        return self.qsize() == 0
-
-    def full(self):
-        return self.qsize() >= self.capacity
-
-    def daemon_alive(self):
-        return self._seg.daemon_alive()
-
-    def state(self):
-        """The daemon's word: 'running', 'draining' or 'stopped'."""
-        return layout.STATE_NAMES.get(self._w[H_STATE], "unknown")
-
     @property
     def rate(self):
         """This client's configured rate (items/s; None when unlimited or not set). It is a
@@ -728,49 +783,43 @@ class Fifo:
         """Publish a configured rate for status (None = unlimited)."""
         self._seg.floats[self._e + E_RATE] = float("inf") if rate is None else float(rate)
 
+    def holds_nothing(self):
+        """True when this client is between operations with nothing unacknowledged."""
+        w = self._w
+        return w[self._e + E_PHASE] == IDLE and w[self._e + E_INFLIGHT] == NONE
+
     # -- closing ----------------------------------------------------------------------------
 
     def close(self):
-        """Acknowledge what was taken, free this client's entry and release the handle."""
-        if self._seg is None:
-            return
-        if not self.closed:
-            w = self._w
-            e = self._e
+        """Acknowledge what was taken, free the entry and give up its lease. Only when no
+        operation of this client runs (its thread's, or any once the handle waited for
+        ``active`` to empty). Idempotent."""
+        self.closed = True
+        # The thread's exit and the handle's close() may both get here: once only, or the
+        # second would write into an entry someone else has claimed meanwhile.
+        with self._attachment.claim_lock:
+            w, e = self._w, self._e
+            if w is None:
+                return
             w[e + E_INFLIGHT] = NONE
             w[e + E_PHASE] = IDLE
             w[e + E_STATE] = FREE        # freed before the lease goes: never seen as dead
+            lease.unlock(self._seg.fd, lease.entry_byte(self.index))
+            self._release()
+
+    def abandon(self):
+        """Forget this client without touching shared memory: it belongs to the process
+        this one was forked from, which still runs it."""
         self.closed = True
+        if self._w is not None:
+            self._release()
+
+    def _release(self):
         self._w = self._b = None
-        if getattr(self, "_fast", None) is not None:
-            self._fast.close()          # its buffer export would keep the mapping open
-            self._fast = None
-        self._seg.close()
-        self._seg = None
-        # Every operation now says the handle is closed; instance attributes shadow the
-        # methods, so the open path pays nothing for this check.
-        for op in self._OPERATIONS:
-            setattr(self, op, self._closed)
-
-    _OPERATIONS = ("put", "put_nowait", "put_many", "get", "get_nowait", "get_many",
-                   "get_message", "ack", "qsize", "empty", "full", "daemon_alive", "state",
-                   "set_rate")
-
-    def _closed(self, *args, **kwargs):
-        raise HandleClosed(self.name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            fast.close()          # its buffer export would keep the mapping open
 
     def __repr__(self):
         state = "closed" if self.closed else f"entry {self.index}"
-        return f"<shmfifo.Fifo {self.name!r} {state}>"
+        return f"<shmfifo client of {self.name!r} {state}>"

@@ -40,6 +40,11 @@ def _open_semaphore(name, which):
         raise CorruptSegment(name, f"its semaphore {which!r} ({path}) is missing") from None
 
 
+def _young(fd):
+    """Created less than STARTING_GRACE seconds ago (a daemon may still be setting it up)."""
+    return time.time() - os.fstat(fd).st_ctime < STARTING_GRACE
+
+
 class Segment:
     """A mapped, validated FIFO segment with its semaphores."""
 
@@ -95,8 +100,11 @@ class Segment:
                     self.geometry = geometry
                     break
                 reason = geometry
-            # A daemon that holds its lease may be between creating and writing MAGIC.
-            if lease.is_locked(fd, lease.DAEMON_BYTE) and time.monotonic() < deadline:
+            # A daemon that holds its lease may be between creating and writing MAGIC, and
+            # one that has just created the object has not taken its lease yet.
+            starting = lease.is_locked(fd, lease.DAEMON_BYTE) or (
+                self.words is None or self.words[layout.H_MAGIC] == 0) and _young(fd)
+            if starting and time.monotonic() < deadline:
                 self._unmap()
                 time.sleep(0.01)
                 continue

@@ -10,22 +10,9 @@ SIGTERM stops either cleanly.
 
 import signal
 import sys
-import time
 
 import shmfifo
-
-ATTACH_PATIENCE = 20.0     # the daemon may be down for a restart: keep trying this long
-
-
-def attach(name):
-    deadline = time.monotonic() + ATTACH_PATIENCE
-    while True:
-        try:
-            return shmfifo.attach(name)
-        except (shmfifo.DaemonNotRunning, shmfifo.CorruptSegment):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+from procs import attach_patiently as attach
 
 
 def main(role, name, ident, path):

@@ -178,3 +178,28 @@ class Procs:
                     pass
             proc.kill()
         return left
+
+
+def log_lines(path):
+    """The complete lines of a log that a killed process may have left half-written."""
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n") for line in f if line.endswith("\n")]
+    except FileNotFoundError:
+        return []
+
+
+ATTACH_PATIENCE = 20.0     # a daemon may be down for a restart: keep trying this long
+
+
+def attach_patiently(name):
+    """shmfifo.attach, retried while the daemon is being restarted (for chaos agents)."""
+    import shmfifo
+    deadline = time.monotonic() + ATTACH_PATIENCE
+    while True:
+        try:
+            return shmfifo.attach(name)
+        except (shmfifo.DaemonNotRunning, shmfifo.CorruptSegment):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

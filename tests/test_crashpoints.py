@@ -13,18 +13,18 @@ from procs import REPO
 
 
 def _crash_points_of_hot_paths(**env):
-    """In a fresh interpreter with `env`: for Fifo._put_run and _take_run, whether each still
+    """In a fresh interpreter with `env`: for Client._put_run and _take_run, whether each still
     has its crash points (the local and the step names), and whether its code still names
     ring.py and the line its source starts on (so tracebacks point at the real source)."""
     code = ("import inspect\n"
-            "from shmfifo.ring import Fifo\n"
-            "for m in (Fifo._put_run, Fifo._take_run):\n"
+            "from shmfifo.ring import Client\n"
+            "for m in (Client._put_run, Client._take_run):\n"
             "    c = m.__code__\n"
             "    steps = [k for k in c.co_consts if isinstance(k, str)"
             " and k.startswith(('put.', 'get.'))]\n"
             "    first = inspect.getsourcelines(m)[1]\n"
             "    print('crash' in c.co_varnames, bool(steps), c.co_filename.endswith('ring.py'),"
-            " c.co_firstlineno in (first, first + 1), m.__qualname__.startswith('Fifo.'))\n")
+            " c.co_firstlineno in (first, first + 1), m.__qualname__.startswith('Client.'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, env={"PATH": "/usr/bin", **env}, timeout=30)
     assert out.returncode == 0, out.stderr
@@ -57,7 +57,7 @@ def test_the_c_fast_path_is_built_and_used(fifo_name):
     assert ring._fastpath is not None, "shmfifo._fastpath did not build"
     with shmfifo.serve(fifo_name, capacity=4):
         with shmfifo.attach(fifo_name) as q:
-            assert q._fast is not None
+            assert q._client()._fast is not None
 
 
 def test_c_and_python_paths_read_each_other(fifo_name):
@@ -65,8 +65,8 @@ def test_c_and_python_paths_read_each_other(fifo_name):
     items = [b"raw\x00bytes", "héllo ✓", "\udcff surrogate", 12345, None, {"k": [1]}, b"", ""]
     with shmfifo.serve(fifo_name, capacity=16, item_size=64):
         with shmfifo.attach(fifo_name) as fast, shmfifo.attach(fifo_name) as pure:
-            pure._fast = None
-            assert fast._fast is not None
+            pure._client()._fast = None
+            assert fast._client()._fast is not None
             for writer, reader in ((fast, pure), (pure, fast), (fast, fast)):
                 for item in items:
                     writer.put(item)
@@ -86,7 +86,7 @@ def test_c_and_python_batches_read_each_other(fifo_name):
     mixed = [b"a", 7, "c", None, b"e"]
     with shmfifo.serve(fifo_name, capacity=32, item_size=64):
         with shmfifo.attach(fifo_name) as fast, shmfifo.attach(fifo_name) as pure:
-            pure._fast = None
+            pure._client()._fast = None
             for items in (plain, mixed):
                 for writer, reader in ((fast, pure), (pure, fast), (fast, fast)):
                     writer.put_many(items)

@@ -1,0 +1,204 @@
+"""asyncio for a handle: ``await q.aget()``, ``await q.aput(item)`` and their batch forms.
+
+A POSIX semaphore has no file descriptor for an event loop to watch, so each handle has, per
+event loop and per direction, one *watcher* thread (started on first need, whatever the
+number of coroutines) that waits for a token of ``fill`` (for getters) or ``empty`` (for
+putters) by the ring's protocol, gives it straight back and wakes the loop. Items are only
+ever taken, and slots only filled, by the coroutine itself, in the loop's thread, with the
+non-blocking ``get_nowait``/``put_nowait`` — as ``asyncio.Queue`` does. So:
+
+* a cancelled or timed-out ``aget`` has taken nothing, and a cancelled ``aput`` has put
+  nothing or, for ``aput_many``, whole items (``Full.put`` says how many on a timeout);
+* any number of coroutines wait on one handle: they queue in order, one is woken per
+  token seen, and a woken coroutine that finds nothing (another reader was quicker) queues
+  again; one that succeeds wakes the next, so a burst of items wakes as many waiters;
+* the loop is never blocked waiting, and no thread is spent per waiter or taken from the
+  loop's default executor. The watcher is a client of its own (``status`` shows it, with the
+  same pid), holding nothing while it sleeps.
+"""
+
+import asyncio
+import collections
+import threading
+
+from .errors import Empty, FifoClosed, Full, HandleClosed, Stopped
+
+__all__ = ["get", "put", "get_many", "put_many"]
+
+# How long a watcher waits for a token before it looks at whether it is still wanted.
+WATCH_SLICE = 1.0
+
+
+class _Watcher:
+    """Wakes the coroutines of one loop waiting for one direction of one handle."""
+
+    def __init__(self, handle, loop, for_put):
+        self.handle = handle
+        self.loop = loop
+        self.for_put = for_put
+        self.waiters = collections.deque()
+        self.armed = threading.Event()
+        self.closed = False
+        self.thread = None
+
+    def arm(self):
+        if self.thread is None:
+            kind = "put" if self.for_put else "get"
+            self.thread = threading.Thread(target=self._run, daemon=True,
+                                           name=f"shmfifo-{kind}-watcher-{self.handle.name}")
+            self.thread.start()
+        self.armed.set()
+
+    def _run(self):
+        handle = self.handle
+        try:
+            client = handle._client()
+            while not self.closed:
+                if not self.armed.wait(WATCH_SLICE):
+                    continue
+                if self.closed:
+                    break
+                try:
+                    ready = client.wait_ready(self.for_put, WATCH_SLICE)
+                except FifoClosed:
+                    ready = True     # the waiters' own try raises it for them
+                if ready:
+                    self.armed.clear()
+                    self.loop.call_soon_threadsafe(self.wake)
+        except (Stopped, HandleClosed, RuntimeError):
+            pass       # the handle is closing, or the loop is closed
+
+    def wake(self):
+        """In the loop: let the first coroutine still waiting try again."""
+        while self.waiters:
+            future = self.waiters.popleft()
+            if not future.done():
+                future.set_result(True)
+                return
+
+    def close(self):
+        self.closed = True
+        self.armed.set()
+
+
+class State:
+    """A handle's watchers for the running event loop."""
+
+    def __init__(self, handle, loop):
+        self.loop = loop
+        self.getters = _Watcher(handle, loop, for_put=False)
+        self.putters = _Watcher(handle, loop, for_put=True)
+
+    def close(self):
+        self.getters.close()
+        self.putters.close()
+
+
+def _watcher(handle, for_put):
+    loop = asyncio.get_running_loop()
+    state = handle._async
+    if state is None or state.loop is not loop:
+        if state is not None:
+            state.close()
+        state = handle._async = State(handle, loop)
+    return state.putters if for_put else state.getters
+
+
+async def _wait(watcher, deadline):
+    """Queue behind the other waiters until woken; False when the deadline passes."""
+    loop = watcher.loop
+    future = loop.create_future()
+    watcher.waiters.append(future)
+    watcher.arm()
+    timer = None
+    if deadline is not None:
+        timer = loop.call_at(deadline, lambda: future.done() or future.set_result(False))
+    try:
+        return await future
+    except BaseException:
+        # Cancelled: if a wake-up was meant for us, hand it to the next waiter.
+        if future.done() and not future.cancelled() and future.result():
+            watcher.wake()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        try:
+            watcher.waiters.remove(future)
+        except ValueError:
+            pass
+
+
+def _deadline(timeout):
+    if timeout is None:
+        return None
+    if timeout < 0:
+        from .errors import UsageError
+        raise UsageError("timeout", timeout, "use None, 0 or a positive number of seconds")
+    return asyncio.get_running_loop().time() + timeout
+
+
+async def _retry(handle, attempt, for_put, timeout, on_timeout):
+    """Run the non-blocking ``attempt`` until it succeeds, waiting between tries."""
+    watcher = _watcher(handle, for_put)
+    deadline = _deadline(timeout)
+    while True:
+        try:
+            try:
+                result = attempt()
+            except Empty:
+                if handle.state() != "running" and handle.qsize() == 0:
+                    raise FifoClosed(handle.name) from None   # as a blocking get says
+                if not await _wait(watcher, deadline):
+                    on_timeout()
+                continue
+            except Full:
+                if not await _wait(watcher, deadline):
+                    on_timeout()
+                continue
+        except (FifoClosed, HandleClosed, Stopped):
+            watcher.wake()     # the others will find the same answer
+            raise
+        if watcher.waiters:
+            watcher.wake()     # there may be more: let the next waiter look
+        return result
+
+
+async def get(handle, timeout=None):
+    def timed_out():
+        raise Empty(f"FIFO {handle.name!r} is empty")
+    return await _retry(handle, handle.get_nowait, False, timeout, timed_out)
+
+
+async def get_many(handle, max_items, timeout=None):
+    def timed_out():
+        raise Empty(f"FIFO {handle.name!r} is empty")
+    return await _retry(handle, lambda: handle.get_many(max_items, block=False), False,
+                        timeout, timed_out)
+
+
+async def put(handle, item, timeout=None):
+    def timed_out():
+        raise Full(f"FIFO {handle.name!r} is full ({handle.capacity} items)")
+    return await _retry(handle, lambda: handle.put_nowait(item), True, timeout, timed_out)
+
+
+async def put_many(handle, items, timeout=None):
+    items = list(items)
+    done = 0
+
+    def attempt():
+        nonlocal done
+        try:
+            handle.put_many(items[done:] if done else items, block=False)
+        except Full as full:
+            done += full.put
+            raise
+        done = len(items)
+
+    def timed_out():
+        error = Full(f"FIFO {handle.name!r} is full ({handle.capacity} items)")
+        error.put = done
+        raise error
+
+    await _retry(handle, attempt, True, timeout, timed_out)

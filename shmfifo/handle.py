@@ -1,0 +1,444 @@
+"""The handle a program holds: ``shmfifo.attach(name)`` returns a :class:`Fifo`.
+
+A handle is a name and a few options; what it uses underneath belongs to one process and one
+thread at a time:
+
+* an :class:`Attachment` per process: the mapped segment, its semaphores, and the descriptor
+  (one open file description) through which this process's clients hold their leases;
+* a :class:`~shmfifo.ring.Client` per thread: an entry of the client table, with its lease,
+  phase and in-flight record. A thread's first operation claims it; it is freed when the
+  thread ends, when the handle is closed, or at interpreter exit.
+
+So one handle may be shared by any number of threads (each is a client of the FIFO, shown by
+``status`` with the same pid), and any number of handles may be open in one process.
+
+Across ``fork()`` nothing is shared: in the child, the parent's attachments are dropped
+without touching shared memory (their descriptors are closed, so the parent's leases,
+the daemon's included, die with the parent alone), and a handle used in the child attaches
+again as that process's own client. A handle pickles as its name and options, so it can be
+passed to a ``multiprocessing`` child under any start method or to a pool, where it attaches
+on first use.
+"""
+
+import atexit
+import os
+import sys
+import threading
+import time
+import weakref
+
+from . import aio, layout
+from .errors import FifoClosed, HandleClosed
+from .items import decode
+from .layout import H_HEAD, H_STATE, H_TAIL
+from .ring import WAIT_SLICE, Client
+from .segment import Segment
+
+__all__ = ["Fifo", "Attachment", "attach"]
+
+# How long close() waits for another thread's operation to leave after asking it to stop:
+# a waiter looks at its stop flag at least once per wait slice.
+CLOSE_WAIT = 4 * WAIT_SLICE
+
+
+def attach(name, **options):
+    """Attach to the FIFO ``name`` and return a :class:`Fifo` handle (a context manager).
+
+    Raises FifoNotFound if there is no such FIFO, DaemonNotRunning if its daemon is gone,
+    CorruptSegment if the name holds something else, NoFreeEntry if its table is full.
+    """
+    return Fifo(name, **options)
+
+
+class Attachment:
+    """One process's mapping of a FIFO, shared by the clients of one handle in that process."""
+
+    def __init__(self, name):
+        self.name = name
+        self.pid = os.getpid()
+        self.claim_lock = threading.RLock()     # claiming and freeing entries
+        # Clients running their Python path (which may wait on a semaphore with the GIL
+        # released); close() unmaps nothing while one is listed. list.append/pop are atomic.
+        self.active = []
+        self.clients = weakref.WeakSet()
+        self.seg = Segment.open(name)
+
+    def close(self):
+        for client in list(self.clients):
+            client.close()
+        self.seg.close()
+
+    def abandon(self):
+        """In a forked child: drop what the parent owns, writing nothing shared. Closing the
+        descriptor here leaves the parent's leases held by the parent alone."""
+        for client in list(self.clients):
+            client.abandon()
+        self.seg.close()
+
+
+class Fifo:
+    """A handle on a FIFO, with the semantics of :class:`queue.Queue`.
+
+    Thread-safe: any number of threads may use one handle at once (each thread is its own
+    client of the FIFO, with its own acknowledgements: a ``get`` acknowledges what the same
+    thread took before), and a thread may have its own handle. Fork-safe and picklable (see
+    the module docstring). ``close()`` (or the end of a ``with`` block) frees every client of
+    the handle in this process; blocked calls in other threads end with ``HandleClosed``.
+
+    Timeouts: ``None`` waits for ever, ``0`` or ``block=False`` never waits, ``> 0`` is a
+    bound in seconds. A full or empty FIFO raises :class:`Full` / :class:`Empty`.
+    """
+
+    def __init__(self, name, *, role=layout.ROLE_CLIENT, param="", rate=0.0, _lazy=False):
+        self.name = name
+        self._options = {"role": role, "param": param, "rate": rate}
+        self.closed = False
+        self._stop = False
+        self._lock = threading.Lock()
+        self._attachment = None
+        self._owner = None
+        self._tls = threading.local()
+        self._async = None
+        self._geometry = None
+        _handles.add(self)
+        if not _lazy:
+            try:
+                self._client()        # errors (not found, table full) surface here
+            except BaseException:
+                self.closed = True
+                _handles.discard(self)
+                raise
+
+    # -- the clients of this handle ---------------------------------------------------------
+
+    def _client(self):
+        """This thread's client, claimed on first use (after a fork: attached anew)."""
+        try:
+            return self._tls.c
+        except AttributeError:
+            pass
+        with self._lock:
+            if self.closed:
+                raise HandleClosed(self.name)
+            attachment = self._attachment
+            if attachment is None:
+                attachment = self._attachment = Attachment(self.name)
+                self._geometry = attachment.seg.geometry
+                _exit_hooks()
+            client = Client(attachment, **self._options)
+            if self._stop:
+                client.request_stop()
+            attachment.clients.add(client)
+            if self._owner is None:
+                self._owner = client
+        self._tls.c = client
+        self._tls.owner = _Owned(client)      # frees the client when this thread ends
+        return client
+
+    def _forked(self):
+        """After fork(), in the child: nothing of the parent's attachment is ours."""
+        self._lock = threading.Lock()
+        self._tls = threading.local()
+        self._owner = None
+        self._async = None
+        attachment, self._attachment = self._attachment, None
+        if attachment is not None:
+            attachment.abandon()
+
+    @property
+    def geometry(self):
+        if self._geometry is None:
+            self._client()
+        return self._geometry
+
+    capacity = property(lambda self: self.geometry.capacity)
+    item_size = property(lambda self: self.geometry.item_size)
+    batch_max = property(lambda self: self.geometry.batch_max)
+    split_locks = property(lambda self: self.geometry.split_locks)
+
+    # -- put and get: the calling thread's client does them (ring.py) ------------------------
+
+    # put and get first try the C fast path of the first client of this handle in this
+    # process (``_owner``) without looking up the calling thread: the C code itself declines
+    # a call from any thread but the one that client belongs to (a thread-local lookup
+    # would add about a quarter to the cost of a put+get pair). Otherwise, or when it
+    # declines for any other reason, the calling thread's client does the whole operation.
+
+    def put(self, item, block=True, timeout=None):
+        """Put one item; raise Full if no slot frees up in time."""
+        c = self._owner
+        if c is not None:
+            fast = c._fast
+            if fast is not None and not c._stop and not fast.put(item, c._seq + 1):
+                c._seq += 1
+                return
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        return c.put(item, block, timeout)
+
+    def put_nowait(self, item):
+        return self.put(item, block=False)
+
+    def put_many(self, items, block=True, timeout=None):
+        """Put every item, in order, taking one lock section per run of free slots.
+
+        Only the first slot of each run is waited for. On Full, the items before the first
+        one not put are in the FIFO and the exception's ``put`` attribute says how many.
+        """
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        return c.put_many(items, block, timeout)
+
+    def get(self, block=True, timeout=None):
+        """Take one item; raise Empty if none arrives in time. Acknowledges what this thread
+        took before."""
+        c = self._owner
+        if c is not None:
+            fast = c._fast
+            if fast is not None and not c._stop:
+                taken = fast.get()
+                if taken is not None:
+                    return taken if type(taken) is not tuple else decode(*taken)
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        return c.get(block, timeout)
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+    def get_message(self, block=True, timeout=None):
+        """Like get, but return a :class:`Message` with the producer, sequence and put time."""
+        return self._client().get_message(block, timeout)
+
+    def get_many(self, max_items, block=True, timeout=None):
+        """Wait for one item (within the timeout), then take up to ``max_items`` (at most the
+        FIFO's batch size) that are present, in one lock section. Returns a list."""
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        return c.get_many(max_items, block, timeout)
+
+    def ack(self):
+        """Mark what this thread took last as handled: a crash now will not re-deliver it.
+        The next get, get_many or close acknowledges implicitly."""
+        self._client().ack()
+
+    def __iter__(self):
+        """Take items until the FIFO shuts down (then the loop ends)."""
+        while True:
+            try:
+                yield self.get()
+            except FifoClosed:
+                return
+
+    # -- asyncio (aio.py) --------------------------------------------------------------------
+
+    async def aput(self, item, timeout=None):
+        """Put one item from a coroutine, without blocking the event loop (cancel-safe)."""
+        return await aio.put(self, item, timeout)
+
+    async def aput_many(self, items, timeout=None):
+        """Put every item from a coroutine; on a timeout, Full says how many went in."""
+        return await aio.put_many(self, items, timeout)
+
+    async def aget(self, timeout=None):
+        """Take one item from a coroutine. A cancelled or timed-out aget never takes one."""
+        return await aio.get(self, timeout)
+
+    async def aget_many(self, max_items, timeout=None):
+        """Take 1..max_items items from a coroutine, waiting for the first one only."""
+        return await aio.get_many(self, max_items, timeout)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _words(self):
+        return self._client()._seg.words
+
+    def qsize(self):
+        """Items present now (approximate while others run, as for queue.Queue)."""
+        w = self._words()
+        return max(0, min(w[H_HEAD] - w[H_TAIL], self.geometry.nslots))
+
+    def empty(self):
+        return self.qsize() == 0
+
+    def full(self):
+        return self.qsize() >= self.capacity
+
+    def daemon_alive(self):
+        return self._client()._seg.daemon_alive()
+
+    def state(self):
+        """The daemon's word: 'running', 'draining' or 'stopped'."""
+        return layout.STATE_NAMES.get(self._words()[H_STATE], "unknown")
+
+    @property
+    def pid(self):
+        return os.getpid()
+
+    @property
+    def index(self):
+        """The client-table entry of the calling thread's client."""
+        return self._client().index
+
+    @property
+    def blocked_s(self):
+        """Seconds the calling thread's client waited for a slot or an item."""
+        return self._client().blocked_s
+
+    @property
+    def rate(self):
+        """The calling thread's client's configured rate (None when unlimited or unset): a
+        writable parameter, which ``shmfifo set`` may change at any time."""
+        return self._client().rate
+
+    def set_rate(self, rate):
+        self._client().set_rate(rate)
+
+    def check_item(self, item):
+        """Raise ItemTooLarge now if ``item`` cannot fit (what put would raise)."""
+        self._client()._encode(item)
+
+    # -- stopping and closing ---------------------------------------------------------------
+
+    def request_stop(self):
+        """Make blocked and future operations of this handle raise Stopped, in every thread.
+        Signal-safe (it only sets flags)."""
+        self._stop = True
+        attachment = self._attachment
+        if attachment is not None:
+            for client in list(attachment.clients):
+                client.request_stop()
+
+    def close(self):
+        """Acknowledge what was taken, free this handle's clients and release it. Blocked
+        calls in other threads end with HandleClosed. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            attachment, self._attachment = self._attachment, None
+        _handles.discard(self)
+        self._owner = None
+        if self._async is not None:
+            self._async.close()
+        # Every thread's local slot goes now, but the clients in them are closed below, after
+        # their operations left (dropping the old slots would close them at once).
+        threads_clients, self._tls = self._tls, _ClosedLocal(self.name)
+        if attachment is None or attachment.pid != os.getpid():
+            return
+        clients = list(attachment.clients)
+        for client in clients:
+            client.closed = True      # no operation starts from here on
+        if attachment.active:
+            # Another thread is inside an operation: ask it to leave, then wait for it.
+            for client in clients:
+                client.request_stop()
+            deadline = time.monotonic() + CLOSE_WAIT
+            while attachment.active and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if attachment.active:
+                # Still inside after that: leave it all mapped (freed at exit).
+                _stuck.append(threads_clients)
+                return
+        attachment.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        if self.closed:
+            raise HandleClosed(self.name)
+        return (_unpickle, (self.name, self._options))
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<shmfifo.Fifo {self.name!r} {state}>"
+
+
+def _unpickle(name, options):
+    """A handle received from another process: it attaches on first use."""
+    return Fifo(name, _lazy=True, **options)
+
+
+class _Owned:
+    """What a thread's local slot holds: its client, freed when the thread ends (the
+    thread's locals are dropped then, and with them this object)."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client):
+        self.client = client
+
+    def __del__(self):
+        client = self.client
+        try:
+            if client.pid == os.getpid():
+                client.close()
+        except Exception:
+            pass
+
+
+class _ClosedLocal:
+    """A closed handle's thread-local: every operation says the handle is closed."""
+
+    def __init__(self, name):
+        self._name = name
+
+    @property
+    def c(self):
+        raise HandleClosed(self._name)
+
+
+# -- process lifetime --------------------------------------------------------------------------
+
+_handles = weakref.WeakSet()
+_stuck = []        # thread-local slots of handles closed while a thread stayed inside
+_exit_pid = None
+
+
+def _close_all():
+    for handle in list(_handles):
+        try:
+            handle.close()
+        except Exception:
+            pass
+
+
+def _exit_hooks():
+    """Close every handle when this process exits normally, and when a multiprocessing child
+    ends (it leaves with os._exit, after running its finalizers but not atexit)."""
+    global _exit_pid
+    if _exit_pid == os.getpid():
+        return
+    _exit_pid = os.getpid()
+    atexit.register(_close_all)
+    if "multiprocessing" in sys.modules:
+        from multiprocessing import util
+        util.Finalize(None, _close_all, exitpriority=100)
+
+
+def _after_fork_in_child():
+    for handle in list(_handles):
+        handle._forked()
+    from . import daemon
+    daemon.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

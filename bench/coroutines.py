@@ -8,7 +8,9 @@ Measures, on this machine:
 * **wake-up latency**: a producer process puts its clock reading (CLOCK_MONOTONIC, shared by
   all processes) at 1,000 items/s; a coroutine awaits each item and takes the difference
   (p50 / p99 of 3,000). Against ``run_in_executor(None, q.get)`` on the same FIFO and on a
-  ``multiprocessing.Queue``, which is what programs do without a native API.
+  ``multiprocessing.Queue``, which is what programs do without a native API, and against a
+  plain blocking ``get`` in a thread of its own: one wake-up of a sleeping thread, where an
+  awaiting coroutine needs two (the watcher's, then the event loop's).
 * **100 waiters**: 100 coroutines await ``aget`` on one handle; 100 items are put by another
   process; the time until every coroutine has its item.
 * **CPU while idle**: the CPU time of the whole process (every thread, the watchers
@@ -21,6 +23,7 @@ import asyncio
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -68,11 +71,21 @@ def _latency(ctx, get, producer, source):
     return _percentiles(samples[10:])
 
 
+def _blocking_latency(ctx, name):
+    """The same producer into a plain blocking get: one wake-up, the floor for the rest."""
+    with shmfifo.attach(name) as q:
+        proc = ctx.Process(target=_shmfifo_producer, args=(name, LATENCY_ITEMS, RATE))
+        proc.start()
+        samples = [(time.monotonic_ns() - q.get()) / 1000 for _ in range(LATENCY_ITEMS)]
+        proc.join()
+    return _percentiles(samples[10:])
+
+
 def latency(ctx, name):
     async def in_executor(get):
         return await asyncio.get_running_loop().run_in_executor(None, get)
 
-    results = {}
+    results = {"shmfifo blocking get, no asyncio (one wake-up)": _blocking_latency(ctx, name)}
     with shmfifo.attach(name) as q:
         results["shmfifo aget"] = _latency(ctx, q.aget, _shmfifo_producer, name)
         results["shmfifo run_in_executor(get)"] = _latency(
@@ -139,13 +152,28 @@ async def _throughput(name, ctx):
     return THROUGHPUT_ITEMS / elapsed
 
 
+def _daemon(name):
+    """The FIFO daemon as its own process, as users run it (its polling is not ours)."""
+    proc = subprocess.Popen([sys.executable, "-m", "shmfifo", "fifo", "--name", name,
+                             "--size", "1024", "--item-size", "64"],
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "ready" in line:
+            return proc
+    raise RuntimeError("the daemon did not start")
+
+
 def main(argv=None):
     ctx = multiprocessing.get_context("fork")
     name = f"bench.coroutines.{os.getpid()}"
-    with shmfifo.serve(name, capacity=1024, item_size=64):
+    daemon = _daemon(name)
+    try:
         lat = latency(ctx, name)
         wake_all, idle = asyncio.run(_many_waiters(name, ctx))
         rate = asyncio.run(_throughput(name, ctx))
+    finally:
+        daemon.terminate()
+        daemon.wait()
     path = "pure Python" if os.environ.get("SHMFIFO_PURE") == "1" else "C fast path"
     print(f"asyncio with shmfifo ({path}), 2-core machine")
     print()

@@ -116,6 +116,7 @@ typedef struct {
     Py_ssize_t e_phase, e_puts, e_gets, e_inflight, e_index, e_n;
     /* values */
     uint64_t putting, getting, idle, running, stopped, prepared, taken, none, tag_bytes, tag_str;
+    uint64_t blocked_full, blocked_empty;
     /* geometry, bytes */
     Py_ssize_t slots, record, slot_size, item_size, header;
     uint64_t nslots, pid;
@@ -165,14 +166,15 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
     PyObject *buffer;
     const char *n_empty, *n_fill, *n_put, *n_take;
     unsigned long long pid, nslots;
-    if (!PyArg_ParseTuple(args, "Ossssnnnnnnnnnnn(KKKKKKKKKK)nnnnnKK", &buffer,
+    if (!PyArg_ParseTuple(args, "Ossssnnnnnnnnnnn(KKKKKKKKKKKK)nnnnnKK", &buffer,
                           &n_empty, &n_fill, &n_put, &n_take,
                           &self->h_head, &self->h_tail, &self->h_debt, &self->h_state,
                           &self->h_epoch, &self->e_phase, &self->e_puts, &self->e_gets,
                           &self->e_inflight, &self->e_index, &self->e_n,
                           &self->putting, &self->getting, &self->idle, &self->running,
                           &self->stopped, &self->prepared, &self->taken, &self->none,
-                          &self->tag_bytes, &self->tag_str,
+                          &self->tag_bytes, &self->tag_str, &self->blocked_full,
+                          &self->blocked_empty,
                           &self->slots, &self->record, &self->slot_size, &self->item_size,
                           &self->header, &nslots, &pid))
         return -1;
@@ -457,6 +459,62 @@ static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     return pairs;
 }
 
+/* wait_ready(for_put, seconds, notify_fd) -> 1, 0 or -1: wait, without the GIL, until a token
+ * of empty (for_put) or fill is there, by the protocol of an operation: phase, fence, an even
+ * epoch and a running state first; the token is given straight back, the phase set back to
+ * IDLE, and then 8 bytes are written to notify_fd (an event loop's wake-up). 1: done; 0: no
+ * token within the time (at most one wait slice: the caller looks at its stop flag between
+ * calls); -1: nothing was waited for (a recovery, a state other than running, a closed Ring
+ * or another thread's): Python's wait_ready must look. For the asyncio watchers (aio.py). */
+static PyObject *ring_wait_ready(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wait_ready(for_put, seconds, notify_fd)");
+        return NULL;
+    }
+    int for_put = PyObject_IsTrue(args[0]);
+    double seconds = PyFloat_AsDouble(args[1]);
+    int fd = PyLong_AsLong(args[2]);
+    if (for_put < 0 || PyErr_Occurred())
+        return NULL;
+    if (NOT_USABLE(self))
+        return PyLong_FromLong(-1);
+    sem_t *sem = for_put ? self->empty : self->fill;
+    STORE(self->e_phase, for_put ? self->putting : self->getting);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint64_t state = LOAD(self->h_state);
+    if ((LOAD(self->h_epoch) & 1) || (for_put ? state != self->running : state == self->stopped)) {
+        STORE(self->e_phase, self->idle);
+        return PyLong_FromLong(-1);
+    }
+    STORE(self->e_phase, for_put ? self->blocked_full : self->blocked_empty);
+    int got = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    long long ns = until.tv_nsec + (long long)(seconds > 0 ? seconds * 1e9 : 0);
+    until.tv_sec += ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    for (;;) {
+        if (sem_clockwait(sem, CLOCK_MONOTONIC, &until) == 0) {
+            got = 1;
+            break;
+        }
+        if (errno != EINTR)
+            break;
+    }
+    if (got) {
+        sem_post(sem);
+        STORE(self->e_phase, self->idle);
+        uint64_t one = 1;
+        ssize_t written = write(fd, &one, sizeof one);   /* EAGAIN: a wake-up is pending */
+        (void)written;
+    } else {
+        STORE(self->e_phase, self->idle);
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(got);
+}
+
 static PyObject *ring_close(Ring *self, PyObject *unused) {
     ring_release(self);
     Py_RETURN_NONE;
@@ -471,6 +529,8 @@ static PyMethodDef ring_methods[] = {
      "put_many(items: list, start, seq) -> how many were put (0: the slow path must)"},
     {"get_many", (PyCFunction)ring_get_many, METH_O,
      "get_many(max_items) -> list of items, a tuple of items and pairs to decode, or None"},
+    {"wait_ready", (PyCFunction)(void (*)(void))ring_wait_ready, METH_FASTCALL,
+     "wait_ready(for_put, seconds, notify_fd) -> 1 (token seen, fd written), 0 (time), -1"},
     {"close", (PyCFunction)ring_close, METH_NOARGS, "release the mapping and semaphores"},
     {NULL, NULL, 0, NULL},
 };

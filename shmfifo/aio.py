@@ -19,9 +19,10 @@ non-blocking ``get_nowait``/``put_nowait`` — as ``asyncio.Queue`` does. So:
 
 import asyncio
 import collections
+import os
 import threading
 
-from .errors import Empty, FifoClosed, Full, HandleClosed, Stopped
+from .errors import Empty, FifoClosed, Full, HandleClosed, ShmfifoError, Stopped
 
 __all__ = ["get", "put", "get_many", "put_many"]
 
@@ -39,7 +40,14 @@ class _Watcher:
         self.waiters = collections.deque()
         self.armed = threading.Event()
         self.closed = False
+        self.error = None
         self.thread = None
+        # The watcher writes to this pipe (from C without the GIL, on the fast path) and the
+        # loop reads it: one wake-up costs no Python code in the watcher.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        loop.add_reader(self._wake_r, self._on_wake)
 
     def arm(self):
         if self.thread is None:
@@ -53,20 +61,41 @@ class _Watcher:
         handle = self.handle
         try:
             client = handle._client()
-            while not self.closed:
+            while not self.closed and not self.loop.is_closed():
                 if not self.armed.wait(WATCH_SLICE):
                     continue
+                # Cleared before the wait: a coroutine that arms again while the loop
+                # handles this wake-up is not forgotten.
+                self.armed.clear()
                 if self.closed:
                     break
                 try:
-                    ready = client.wait_ready(self.for_put, WATCH_SLICE)
+                    ready = client.wait_ready(self.for_put, WATCH_SLICE, self._wake_w)
                 except FifoClosed:
-                    ready = True     # the waiters' own try raises it for them
-                if ready:
-                    self.armed.clear()
-                    self.loop.call_soon_threadsafe(self.wake)
-        except (Stopped, HandleClosed, RuntimeError):
-            pass       # the handle is closing, or the loop is closed
+                    ready = False
+                    self._notify()          # the waiters' own tries raise it for them
+                if not ready and self.waiters:
+                    self.armed.set()         # still wanted: wait again
+        except (Stopped, HandleClosed):
+            pass       # the handle is closing
+        except ShmfifoError as error:       # no free entry for the watcher, say
+            self.error = error
+            self._notify()
+        finally:
+            os.close(self._wake_w)
+
+    def _notify(self):
+        try:
+            os.write(self._wake_w, b"\1")
+        except BlockingIOError:
+            pass
+
+    def _on_wake(self):
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        self.wake()
 
     def wake(self):
         """In the loop: let the first coroutine still waiting try again."""
@@ -79,6 +108,13 @@ class _Watcher:
     def close(self):
         self.closed = True
         self.armed.set()
+        try:
+            self.loop.remove_reader(self._wake_r)
+        except Exception:
+            pass      # the loop is closed already
+        os.close(self._wake_r)
+        if self.thread is None:
+            os.close(self._wake_w)
 
 
 class State:
@@ -106,6 +142,8 @@ def _watcher(handle, for_put):
 
 async def _wait(watcher, deadline):
     """Queue behind the other waiters until woken; False when the deadline passes."""
+    if watcher.error is not None:
+        raise watcher.error
     loop = watcher.loop
     future = loop.create_future()
     watcher.waiters.append(future)
@@ -156,7 +194,7 @@ async def _retry(handle, attempt, for_put, timeout, on_timeout):
                 if not await _wait(watcher, deadline):
                     on_timeout()
                 continue
-        except (FifoClosed, HandleClosed, Stopped):
+        except ShmfifoError:
             watcher.wake()     # the others will find the same answer
             raise
         if watcher.waiters:

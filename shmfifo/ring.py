@@ -196,7 +196,7 @@ class Client:
             self._seg.mm, *sems, H_HEAD, H_TAIL, H_DEBT, H_STATE, H_EPOCH, e + E_PHASE,
             e + E_PUTS, e + E_GETS, e + E_INFLIGHT, e + E_INFLIGHT_INDEX, e + E_INFLIGHT_N,
             (PUTTING, GETTING, IDLE, RUNNING, STOPPED, PREPARED, TAKEN, NONE, TAG_BYTES,
-             TAG_STR),
+             TAG_STR, BLOCKED_FULL, BLOCKED_EMPTY),
             self._slots, self._record, self._slot_size, self.item_size, SLOT_HEADER.size,
             self._nslots, self.pid)
 
@@ -372,46 +372,71 @@ class Client:
             w[e + E_PHASE] = IDLE
             self.blocked_s += time.monotonic() - started
 
-    def wait_ready(self, for_put, timeout):
+    def wait_ready(self, for_put, timeout, notify_fd):
         """Wait until a put (``for_put``) or a get would find a token, and hold nothing when
         returning: a token of ``empty``/``fill`` is taken by the protocol of an operation
-        (phase, fence, epoch) and given straight back. True if one was seen within
-        ``timeout`` seconds. For the asyncio watchers (aio.py)."""
+        (phase, fence, epoch) and given straight back; then 8 bytes are written to
+        ``notify_fd``. True if that happened within ``timeout`` seconds. For the asyncio
+        watchers (aio.py). The C fast path waits without the GIL and writes the wake-up
+        itself; a recovery or a state change is left to the Python code."""
         self._enter()
         try:
-            w, e = self._w, self._e
-            sem = self._empty if for_put else self._fill
-            deadline = time.monotonic() + timeout
-            while True:
-                w[e + E_PHASE] = PUTTING if for_put else GETTING
-                _fence_acquire()
-                _fence_release()
-                try:
-                    if w[H_EPOCH] & 1:
-                        raise _Park
-                    state = w[H_STATE]
-                    if self._stop or state == STOPPED or (for_put and state != RUNNING):
-                        self._refuse(for_put)
-                    try:
-                        sem.acquire(0)
-                    except posix_ipc.BusyError:
-                        blocked = BLOCKED_FULL if for_put else BLOCKED_EMPTY
-                        if not self._await_token(sem, deadline, blocked, for_put):
-                            self._idle()
-                            return False
-                except _Park:
-                    self._idle()
-                    if not self._park(deadline):
+            fast = self._fast
+            if fast is not None:
+                deadline = time.monotonic() + timeout
+                while not self._stop:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
                         return False
-                    continue
-                except BaseException:
-                    self._idle()
-                    raise
-                sem.release()
-                self._idle()
+                    done = fast.wait_ready(for_put, min(remaining, WAIT_SLICE), notify_fd)
+                    if done == 1:
+                        return True
+                    if done == -1:
+                        break                        # the Python code looks at why
+                timeout = max(0.0, deadline - time.monotonic())
+            if self._wait_ready(for_put, timeout):
+                try:
+                    os.write(notify_fd, b"\1\0\0\0\0\0\0\0")
+                except BlockingIOError:
+                    pass                             # a wake-up is pending already
                 return True
+            return False
         finally:
             self._active.pop()
+
+    def _wait_ready(self, for_put, timeout):
+        """wait_ready's Python path: the same protocol, parking through a recovery."""
+        w, e = self._w, self._e
+        sem = self._empty if for_put else self._fill
+        deadline = time.monotonic() + timeout
+        while True:
+            w[e + E_PHASE] = PUTTING if for_put else GETTING
+            _fence_acquire()
+            _fence_release()
+            try:
+                if w[H_EPOCH] & 1:
+                    raise _Park
+                state = w[H_STATE]
+                if self._stop or state == STOPPED or (for_put and state != RUNNING):
+                    self._refuse(for_put)
+                try:
+                    sem.acquire(0)
+                except posix_ipc.BusyError:
+                    blocked = BLOCKED_FULL if for_put else BLOCKED_EMPTY
+                    if not self._await_token(sem, deadline, blocked, for_put):
+                        self._idle()
+                        return False
+            except _Park:
+                self._idle()
+                if not self._park(deadline):
+                    return False
+                continue
+            except BaseException:
+                self._idle()
+                raise
+            sem.release()
+            self._idle()
+            return True
 
     @staticmethod
     def _deadline(block, timeout):

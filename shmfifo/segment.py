@@ -208,7 +208,12 @@ class Segment:
 
     def close(self):
         """Release this process's handle (mapping, descriptors, leases). Idempotent."""
-        self._unmap()
+        try:
+            self._unmap()
+        except BufferError:
+            # A view of the mapping is still alive somewhere: the mmap object closes its
+            # descriptor (a duplicate, holding the same leases) when it is collected.
+            self.mm = self.words = self.floats = self.buf = None
         for sem in self._sems:
             try:
                 sem.close()

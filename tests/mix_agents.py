@@ -9,12 +9,12 @@ Each agent is one process using the library in one of the ways programs do (STYL
 * ``spawn``   the handle is pickled to a spawn child; parent and child both use it.
 
 Every unit of work (a thread, a coroutine, a child) writes its own log in DIR, named
-``IDENT.mN.log`` in the agent's own process and ``IDENT.cN.log`` in a child. A producer unit
+``IDENT.mN.log`` in the agent's own process and ``IDENT.cN.log`` in its child. A producer unit
 puts "IDENT.UNIT:seq" and logs seq once the put (or the whole batch) returned; a consumer
 unit logs each item, flushes, and only then takes the next (which acknowledges it). So after a
-SIGKILL of the agent's process, an item was delivered twice only if it is the last line of one
-of that process's consumer logs, and a producer may have put up to BATCH items past its last
-logged seq. A child notices its parent is gone and stops cleanly. SIGTERM stops everything.
+SIGKILL of the agent's process (and so of its child), an item was delivered twice only if it
+is the last line of one of their consumer logs, and a producer may have put up to BATCH items past its last
+logged seq. A child dies with its parent (as part of the killed program); SIGTERM stops all.
 """
 
 import asyncio
@@ -31,13 +31,10 @@ BATCH = 8           # most items a producer unit puts in one call
 
 
 class Stop:
-    def __init__(self, parent=None):
+    def __init__(self):
         self.flag = False
-        self.parent = parent
 
     def __call__(self):
-        if self.parent is not None and os.getppid() != self.parent:
-            self.flag = True       # our parent was killed: stop cleanly
         return self.flag
 
 
@@ -76,9 +73,21 @@ def consume(q, unit, path, stop):
             log.flush()
 
 
-def unit_main(role, q, unit, path, parent):
-    """A child's work (fork or spawn): until its parent is gone or SIGTERM."""
-    stop = Stop(parent)
+def die_with_parent(parent):
+    """A child is SIGKILLed with its parent (PR_SET_PDEATHSIG), like the rest of a killed
+    program; a stray child would otherwise outlive a failed test."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def unit_main(role, q, unit, path, parent, stop=None):
+    """A child's work (fork or spawn): until SIGTERM; it dies with its parent. A forked child
+    passes the Stop it inherited, which a SIGTERM that came before this line has set."""
+    die_with_parent(parent)
+    if stop is None:
+        stop = Stop()
     signal.signal(signal.SIGTERM, lambda *a: setattr(stop, "flag", True))
     (produce if role == "producer" else consume)(q, unit, path, stop)
     q.close()
@@ -146,7 +155,8 @@ def main(role, style, name, ident, directory):
             parent = os.getppid()
             code = 0
             try:
-                unit_main(role, q, f"{ident}.c0", path("c0"), parent)
+                children.clear()
+                unit_main(role, q, f"{ident}.c0", path("c0"), parent, stop)
             except BaseException as error:
                 print(f"child: {error!r}", file=sys.stderr, flush=True)
                 code = 1

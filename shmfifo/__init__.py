@@ -11,8 +11,8 @@ The lab's exported symbols, as a Python API::
 
 from .daemon import FifoDaemon, StopReport, serve
 from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClosed, FifoExists,
-                     FifoNotFound, Full, HandleClosed, ItemTooLarge, NoFreeEntry, ShmfifoError,
-                     Stopped, UsageError)
+                     FifoNotFound, ForeignFifo, Full, HandleClosed, ItemTooLarge, NoFreeEntry,
+                     NoSpace, ShmfifoError, Stopped, UntrustedItem, UsageError)
 from .names import DEFAULT_NAME
 from .handle import Fifo, attach
 from .ring import Message
@@ -20,5 +20,6 @@ from .ring import Message
 __all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DEFAULT_NAME",
            "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
            "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed",
-           "Stopped", "NoFreeEntry", "Full", "Empty"]
+           "Stopped", "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace",
+           "UntrustedItem"]
 __version__ = "0.1.0"

@@ -28,10 +28,11 @@ from .pacing import parse_rate
 __all__ = ["main", "run", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_FOUND"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+MAX_INTERVAL = 86400.0     # a day between redraws; longer overflows the terminal's timers
 
 EXIT_CODES = """exit codes:
-  0  success (also after a stop by SIGTERM or SIGINT)
-  1  runtime error (for example a daemon of that name already runs)
+  0  success (also after a stop by SIGTERM, SIGINT or SIGHUP)
+  1  runtime error (a daemon of that name already runs, a FIFO of another user, ...)
   2  usage error (bad argument, item too large, bad name)
   3  FIFO not found, or its daemon is not running"""
 
@@ -94,9 +95,10 @@ def _mode(text):
         value = int(text, 8)
     except ValueError:
         value = -1
-    if not 0 <= value <= 0o777:
+    if not 0 <= value <= 0o777 or value & 0o600 != 0o600:
         raise argparse.ArgumentTypeError(
-            f"--mode: {text!r} is not allowed; use octal permissions such as 600 or 660")
+            f"--mode: {text!r} is not allowed; use octal permissions that let the owner read "
+            f"and write, such as 600 or 660")
     return value
 
 
@@ -181,6 +183,13 @@ def build_parser():
             p.add_argument("--json", action="store_true",
                            help="one JSON object per item: item, type, producer, seq, "
                                 "latency_us")
+            p.add_argument("--allow-pickle", action="store_true",
+                           help="unpickle pickled items even when users other than you can "
+                                "write to the FIFO (unpickling runs code the writer chose); "
+                                "without it such items are shown, not unpickled")
+        p.add_argument("--shared", action="store_true",
+                       help="attach to a FIFO that belongs to another user (shared on "
+                            "purpose); by default only your own FIFOs are used")
         _add_verbosity(p)
 
     p = sub.add_parser("status", formatter_class=fmt, epilog=EXIT_CODES,
@@ -276,12 +285,14 @@ def _cmd_fifo(args):
                         split_locks=args.split_locks, mode=args.mode, keep=args.keep,
                         drain_timeout=args.drain_timeout, kill_stopped=args.kill_stopped,
                         recovery=not args.no_recovery, log=log)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+    # SIGHUP too: a closed terminal stops the daemon as cleanly as Ctrl-C (names removed).
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: daemon.request_stop())
     daemon.start()
     g = daemon.geometry
     log.info("ready: FIFO %r, %d slots of %d bytes, %d clients max, %s, mode %04o",
-             args.name, g.capacity, g.item_size, g.max_clients, daemon.locking, args.mode)
+             args.name, g.capacity, g.item_size, g.max_clients, daemon.locking,
+             daemon.seg.mode)
     report = daemon.serve_forever()
     return EXIT_OK if report is not None else EXIT_ERROR
 
@@ -295,14 +306,15 @@ def _cmd_producer(args):
         raise _Usage("item: '' is not allowed; the item must not be empty")
     log = logs.setup("producer", args.verbosity)
     return run_producer(args.fifo, args.item, args.rate, count=args.count,
-                        log=log)
+                        log=log, shared=args.shared)
 
 
 def _cmd_consumer(args):
     from .consumer import run_consumer
     _parse_params("consumer", args)
     log = logs.setup("consumer", args.verbosity)
-    return run_consumer(args.fifo, args.rate, count=args.count, as_json=args.json, log=log)
+    return run_consumer(args.fifo, args.rate, count=args.count, as_json=args.json, log=log,
+                        shared=args.shared, allow_pickle=args.allow_pickle)
 
 
 def _cmd_status(args):
@@ -310,8 +322,9 @@ def _cmd_status(args):
     if args.interval is not None or args.count is not None:
         if not args.watch:
             raise _Usage("--interval and --count go with --watch")
-        if args.interval is not None and args.interval < 0.1:
-            raise _Usage(f"--interval: {args.interval:g} is too short; use 0.1 s or more")
+        if args.interval is not None and not 0.1 <= args.interval <= MAX_INTERVAL:
+            raise _Usage(f"--interval: {args.interval:g} is not allowed; use 0.1 to "
+                         f"{MAX_INTERVAL:g} seconds")
     if args.watch:
         from .watch import watch
         if args.json:

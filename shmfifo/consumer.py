@@ -15,7 +15,9 @@ import sys
 import time
 
 from . import crashpoints, layout
+from .errors import UntrustedItem
 from .handle import attach
+from .ring import Message
 from .runner import Runner, _rate_text
 
 __all__ = ["run_consumer", "format_item", "json_record"]
@@ -26,6 +28,16 @@ def _printable(text):
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in text)
+
+
+class Refused:
+    """A pickled item that was not unpickled (see UntrustedItem), as the consumer shows it."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __repr__(self):
+        return f"<pickled object of {self.size} bytes, not unpickled>"
 
 
 def format_item(item):
@@ -39,6 +51,8 @@ def json_record(message, now_ns):
         value, kind = item, type(item).__name__
     elif isinstance(item, bytes):
         value, kind = item.decode("utf-8", "backslashreplace"), "bytes"
+    elif isinstance(item, Refused):
+        value, kind = None, "refused"
     else:
         value, kind = repr(item), "object"
     return json.dumps({"item": value, "type": kind, "producer": message.producer,
@@ -46,15 +60,27 @@ def json_record(message, now_ns):
                        "latency_us": round((now_ns - message.put_ns) / 1000, 1)})
 
 
-def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None):
+def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None, shared=False,
+                 allow_pickle=False):
     """Attach, take items at ``rate`` until stopped or ``count`` reached; return exit code."""
     out = out or sys.stdout
-    with attach(fifo_name, role=layout.ROLE_CONSUMER, rate=rate) as fifo:
+    with attach(fifo_name, role=layout.ROLE_CONSUMER, rate=rate, shared=shared,
+                allow_pickle=allow_pickle) as fifo:
         crash = crashpoints.hook()
         runner = Runner(fifo, None, count=count, log=log, max_batch=1)
 
+        warned = []
+
         def step(fifo, n):
-            message = fifo.get_message()
+            try:
+                message = fifo.get_message()
+            except UntrustedItem as refused:
+                # Shown, never unpickled: other users can write this FIFO.
+                if not warned:
+                    warned.append(True)
+                    log.warning("%s", refused)
+                message = Message(Refused(len(refused.payload)), refused.producer,
+                                  refused.seq, refused.put_ns)
             if as_json:
                 line = json_record(message, time.monotonic_ns())
             else:

@@ -2,12 +2,10 @@
 
 import math
 
-import posix_ipc
-
 from . import layout, lease, names
-from .errors import CorruptSegment, FifoNotFound, ShmfifoError, UsageError
+from .errors import CorruptSegment, FifoNotFound, ForeignFifo, ShmfifoError, UsageError
 from .layout import ACTIVE, E_PID, E_RATE, E_ROLE, E_STATE, H_DAEMON_PID
-from .segment import Segment, unlink_names
+from .segment import Segment, open_shared_file, unlink_names
 from .status import find_client
 
 __all__ = ["set_rate", "clean", "StillInUse"]
@@ -37,7 +35,7 @@ def set_rate(name, pid, rate):
                              or not (rate > 0 and math.isfinite(rate))):
         raise UsageError("rate", rate, "use a positive number of items per second, or None "
                                        "for unlimited")
-    seg = Segment.open(name, require_daemon=False)
+    seg = Segment.open(name, require_daemon=False, trust="any")
     try:
         index = find_client(seg, pid)
         if index is None:
@@ -66,9 +64,13 @@ def clean(name, *, force=False):
     """
     names.validate(name)
     try:
-        seg = Segment.open(name, require_daemon=False, semaphores=False)
+        seg = Segment.open(name, require_daemon=False, semaphores=False, trust="any")
     except FifoNotFound:
         return unlink_names(name)            # maybe semaphores left without a segment
+    except ForeignFifo as error:
+        if not force:
+            raise ForeignFifo(name, error.reason, what="remove") from None
+        return _clean_unreadable(name)
     except CorruptSegment:
         if not force:
             raise
@@ -92,9 +94,11 @@ def clean(name, *, force=False):
 
 def _clean_unreadable(name):
     try:
-        shm = posix_ipc.SharedMemory(names.shm_name(name), read_only=True)
-    except posix_ipc.ExistentialError:
+        shm = open_shared_file(name, writable=False)
+    except FifoNotFound:
         return unlink_names(name)
+    except ShmfifoError:
+        return unlink_names(name)      # not a regular file (or unopenable): holds no lease
     try:
         # Any lease anywhere in the file means some process still uses it.
         if any(lease.is_locked(shm.fd, byte) for byte in range(0, 1 + layout.MAX_CLIENTS)):

@@ -21,7 +21,7 @@ import time
 import weakref
 
 from . import layout, lease, log as logs, names
-from .errors import CorruptSegment, FifoExists, UsageError
+from .errors import FifoExists, UsageError
 from .layout import (ACTIVE, DRAINING, E_ATTACHED, E_PID, E_ROLE, E_STATE, FREE, H_CREATED,
                      H_DAEMON_PID, H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC,
                      H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
@@ -68,8 +68,10 @@ class FifoDaemon:
                            ("max-clients", max_clients), ("batch", batch_max)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise UsageError(arg, value, "use a whole number")
-        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise UsageError("mode", mode, "use an octal permission such as 600 or 660")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777 or mode & 0o600 != 0o600:
+            raise UsageError("mode", f"{mode:o}" if isinstance(mode, int) else mode,
+                             "use octal permissions that let the owner read and write, such "
+                             "as 600 or 660")
         self.mode = mode
         self.keep = keep
         self.drain_timeout = drain_timeout
@@ -133,16 +135,9 @@ class FifoDaemon:
         return self
 
     def _adopt(self):
-        seg = Segment(self.name)
-        self.seg = seg
-        import posix_ipc
-        try:
-            seg.shm = posix_ipc.SharedMemory(names.shm_name(self.name))
-        except posix_ipc.ExistentialError:
-            raise CorruptSegment(self.name, "it vanished while starting; try again") from None
-        except posix_ipc.PermissionsError:
-            raise CorruptSegment(self.name, "permission denied (it belongs to another user)") \
-                from None
+        # Only this user's objects, no wider than --mode: a FIFO that another user created
+        # (or pre-created, to be adopted) is refused, never taken over.
+        seg = self.seg = Segment.adopt(self.name, self.mode)
         if not lease.try_lock(seg.fd, lease.DAEMON_BYTE):
             pid = None
             try:
@@ -154,8 +149,7 @@ class FifoDaemon:
             self.close()
             raise FifoExists(self.name, pid)
         try:
-            seg._map_and_validate(writable=True)
-            seg._open_semaphores()
+            seg.validate_for_adoption(self.mode)
         except BaseException:
             self.close()
             raise

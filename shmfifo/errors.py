@@ -10,7 +10,7 @@ import queue
 __all__ = [
     "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
     "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "Stopped", "NoFreeEntry",
-    "Full", "Empty",
+    "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem",
 ]
 
 
@@ -93,6 +93,55 @@ class CorruptSegment(ShmfifoError):
             f"FIFO {name!r} is not a usable shmfifo segment: {reason} (nothing was changed; "
             f"if no process uses it, remove it with: shmfifo clean {name} --force)"
         )
+
+
+class ForeignFifo(ShmfifoError):
+    """An object of the FIFO belongs to another user, or is open to more users than asked:
+    refused, since whoever can write it can make this process run code or lose items."""
+
+    def __init__(self, name, reason, what="use"):
+        self.name = name
+        self.reason = reason
+        if what == "remove":
+            super().__init__(f"FIFO {name!r}: {reason}; run shmfifo clean {name} --force as "
+                             f"its owner or as root")
+        else:
+            super().__init__(
+                f"refusing FIFO {name!r}: {reason}, not to you, so its owner could make you "
+                f"run code or lose items (pick another name, or remove it as its owner or "
+                f"root with: shmfifo clean {name} --force; to use a FIFO shared with another "
+                f"user on purpose, attach with shared=True / --shared)")
+
+
+class NoSpace(ShmfifoError):
+    """/dev/shm cannot hold the segment: refused at creation, not a SIGBUS later."""
+
+    def __init__(self, name, needed, free):
+        self.name = name
+        self.needed = needed
+        self.free = free
+        has = f"has {free:,} bytes free" if free is not None else "is full"
+        super().__init__(
+            f"FIFO {name!r} needs {needed:,} bytes of shared memory, but /dev/shm {has} "
+            f"(give it more: docker run --shm-size=..., or mount -o remount,size=... /dev/shm; "
+            f"or make the FIFO smaller with --size, --item-size or --max-clients)")
+
+
+class UntrustedItem(ShmfifoError):
+    """A pickled item in a FIFO that other users can write: not unpickled (unpickling runs
+    code of the writer's choosing). The item was taken; ``payload`` holds its bytes."""
+
+    def __init__(self, name, payload, producer=None, seq=None, put_ns=None):
+        self.name = name
+        self.payload = payload
+        self.producer = producer
+        self.seq = seq
+        self.put_ns = put_ns
+        origin = f" from producer {producer} (seq {seq})" if producer else ""
+        super().__init__(
+            f"item{origin} of FIFO {name!r} is a pickled object of {len(payload)} bytes, and "
+            f"users other than you can write to that FIFO: not unpickled (attach with "
+            f"allow_pickle=True, or --allow-pickle, if you trust all of them)")
 
 
 class FifoClosed(ShmfifoError):

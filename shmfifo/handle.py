@@ -29,7 +29,6 @@ import weakref
 
 from . import aio, layout
 from .errors import FifoClosed, HandleClosed
-from .items import decode
 from .layout import H_HEAD, H_STATE, H_TAIL
 from .ring import WAIT_SLICE, Client
 from .segment import Segment
@@ -41,19 +40,26 @@ __all__ = ["Fifo", "Attachment", "attach"]
 CLOSE_WAIT = 4 * WAIT_SLICE
 
 
-def attach(name, **options):
+def attach(name, *, shared=False, allow_pickle=False, **options):
     """Attach to the FIFO ``name`` and return a :class:`Fifo` handle (a context manager).
 
+    Trust: the FIFO's segment and semaphores must belong to this process's user, unless
+    ``shared=True`` (a FIFO shared with other users on purpose). Pickled items are unpickled
+    only if no other user can have written them (every object is this user's and not
+    group- or world-writable), unless ``allow_pickle=True``; otherwise getting one raises
+    UntrustedItem, which carries its bytes.
+
     Raises FifoNotFound if there is no such FIFO, DaemonNotRunning if its daemon is gone,
-    CorruptSegment if the name holds something else, NoFreeEntry if its table is full.
+    CorruptSegment if the name holds something else, ForeignFifo if it belongs to another
+    user, NoFreeEntry if its table is full.
     """
-    return Fifo(name, **options)
+    return Fifo(name, shared=shared, allow_pickle=allow_pickle, **options)
 
 
 class Attachment:
     """One process's mapping of a FIFO, shared by the clients of one handle in that process."""
 
-    def __init__(self, name):
+    def __init__(self, name, shared):
         self.name = name
         self.pid = os.getpid()
         self.claim_lock = threading.RLock()     # claiming and freeing entries
@@ -61,7 +67,7 @@ class Attachment:
         # released); close() unmaps nothing while one is listed. list.append/pop are atomic.
         self.active = []
         self.clients = weakref.WeakSet()
-        self.seg = Segment.open(name)
+        self.seg = Segment.open(name, trust="shared" if shared else "own")
 
     def close(self):
         for client in list(self.clients):
@@ -89,9 +95,12 @@ class Fifo:
     bound in seconds. A full or empty FIFO raises :class:`Full` / :class:`Empty`.
     """
 
-    def __init__(self, name, *, role=layout.ROLE_CLIENT, param="", rate=0.0, _lazy=False):
+    def __init__(self, name, *, shared=False, allow_pickle=False, role=layout.ROLE_CLIENT,
+                 param="", rate=0.0, _lazy=False):
         self.name = name
-        self._options = {"role": role, "param": param, "rate": rate}
+        self.shared = shared
+        self._options = {"role": role, "param": param, "rate": rate,
+                         "allow_pickle": allow_pickle}
         self.closed = False
         self._stop = False
         self._lock = threading.Lock()
@@ -122,7 +131,7 @@ class Fifo:
                 raise HandleClosed(self.name)
             attachment = self._attachment
             if attachment is None:
-                attachment = self._attachment = Attachment(self.name)
+                attachment = self._attachment = Attachment(self.name, self.shared)
                 self._geometry = attachment.seg.geometry
                 _exit_hooks()
             client = Client(attachment, **self._options)
@@ -202,7 +211,7 @@ class Fifo:
             if fast is not None and not c._stop:
                 taken = fast.get()
                 if taken is not None:
-                    return taken if type(taken) is not tuple else decode(*taken)
+                    return taken if type(taken) is not tuple else c._decode_item(*taken)
         try:
             c = self._tls.c
         except AttributeError:
@@ -365,7 +374,7 @@ class Fifo:
     def __reduce__(self):
         if self.closed:
             raise HandleClosed(self.name)
-        return (_unpickle, (self.name, self._options))
+        return (_unpickle, (self.name, dict(self._options, shared=self.shared)))
 
     def __repr__(self):
         state = "closed" if self.closed else "open"

@@ -14,9 +14,10 @@ from .runner import Runner, _rate_text
 __all__ = ["run_producer"]
 
 
-def run_producer(fifo_name, item, rate, *, count=None, log):
+def run_producer(fifo_name, item, rate, *, count=None, log, shared=False):
     """Attach, put ``item`` at ``rate`` until stopped or ``count`` reached; return exit code."""
-    with attach(fifo_name, role=layout.ROLE_PRODUCER, param=item, rate=rate) as fifo:
+    with attach(fifo_name, role=layout.ROLE_PRODUCER, param=item, rate=rate,
+                shared=shared) as fifo:
         fifo.check_item(item)   # an item that cannot fit is a usage error before the first put
         runner = Runner(fifo, None, count=count, log=log)
 

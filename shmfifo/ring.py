@@ -61,13 +61,13 @@ import posix_ipc
 
 from . import crashpoints, layout, lease, names
 from .errors import (Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, NoFreeEntry, Stopped,
-                     UsageError)
+                     UntrustedItem, UsageError)
 from .items import decode, encode
 from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATTACHED,
                      E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS,
                      E_RATE, E_ROLE, E_START, E_STATE, FREE, GETTING, H_DEBT,
                      H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PARKED, PREPARED, PUTTING,
-                     RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAG_STR, TAKEN)
+                     RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAG_PICKLE, TAG_STR, TAKEN)
 
 try:
     from . import _fastpath
@@ -154,7 +154,8 @@ class Client:
     bound in seconds. A full or empty FIFO raises :class:`Full` / :class:`Empty`.
     """
 
-    def __init__(self, attachment, *, role=layout.ROLE_CLIENT, param="", rate=0.0):
+    def __init__(self, attachment, *, role=layout.ROLE_CLIENT, param="", rate=0.0,
+                 allow_pickle=False):
         seg = attachment.seg
         self.name = attachment.name
         self.closed = True
@@ -175,6 +176,9 @@ class Client:
         self._empty, self._fill = seg.empty, seg.fill
         self._put_lock, self._take_lock = seg.put_lock, seg.take_lock
         self._crash = crashpoints.hook()
+        # Unpickling runs code that the item's writer chose: only when no other user can
+        # have written the FIFO (segment.py's trust check), or when the caller says so.
+        self._decode_item = decode if seg.trusted or allow_pickle else self._refuse_pickle
         self.pid = os.getpid()
         self._seq = 0
         # Seconds spent waiting for a free slot or an item (not for a lock): a rate loop
@@ -625,7 +629,7 @@ class Client:
         if fast is not None and not self._stop:
             taken = fast.get()
             if taken is not None:
-                return taken if type(taken) is not tuple else decode(*taken)
+                return taken if type(taken) is not tuple else self._decode_item(*taken)
         self._enter()
         try:
             deadline = None if block and timeout is None else self._deadline(block, timeout)
@@ -664,7 +668,7 @@ class Client:
         if taken is not None:
             if type(taken) is list:
                 return taken
-            return [decode(*x) if type(x) is tuple else x for x in taken]
+            return self._decode_batch(taken)
         self._enter()
         try:
             n = self._take(max_items, self._deadline(block, timeout))
@@ -676,8 +680,8 @@ class Client:
                 if tag == TAG_BYTES:
                     items.append(mm[off + 32:off + 32 + length])   # one copy, straight to bytes
                 else:
-                    items.append(decode(tag, b[off + 32:off + 32 + length]))
-            return items
+                    items.append((tag, bytes(b[off + 32:off + 32 + length])))
+            return self._decode_batch(items)
         finally:
             self._active.pop()
 
@@ -699,10 +703,40 @@ class Client:
         if tag == TAG_BYTES:
             item = self._seg.mm[off + 32:off + 32 + n]
         else:
-            item = decode(tag, b[off + 32:off + 32 + n])
+            try:
+                item = self._decode_item(tag, b[off + 32:off + 32 + n])
+            except UntrustedItem as refused:
+                refused.producer, refused.seq, refused.put_ns = producer, seq, put_ns
+                refused.args = (str(UntrustedItem(self.name, refused.payload, producer,
+                                                  seq)),)
+                raise
         if with_meta:
             return Message(item, producer, seq, put_ns)
         return item
+
+    def _refuse_pickle(self, tag, payload):
+        if tag == TAG_PICKLE:
+            raise UntrustedItem(self.name, bytes(payload))
+        return decode(tag, payload)
+
+    def _decode_batch(self, items):
+        """Items of a batch, decoding (tag, payload) pairs. A refused pickle does not lose the
+        rest: the UntrustedItem raised carries them all as ``items`` (refused ones as the
+        UntrustedItem each raised)."""
+        out = []
+        refused = None
+        for x in items:
+            if type(x) is tuple:
+                try:
+                    x = self._decode_item(*x)
+                except UntrustedItem as error:
+                    refused = refused or error
+                    x = error
+            out.append(x)
+        if refused is not None:
+            refused.items = out
+            raise refused
+        return out
 
     def _take(self, max_items, deadline):
         w = self._w

@@ -15,6 +15,8 @@ from .pacing import Pacer
 
 __all__ = ["Runner"]
 
+# What stops a producer or consumer cleanly: kill, Ctrl-C, and a closed terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # How often the loop checks that the daemon is still there (one fcntl per check).
 DAEMON_CHECK_INTERVAL = 1.0
 
@@ -38,7 +40,7 @@ class Runner:
         self.started = time.monotonic()
 
     def install_signal_handlers(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
         self._handlers_installed = True
 
@@ -92,7 +94,7 @@ class Runner:
         if self._handlers_installed:
             # The loop is over: a second SIGTERM must not kill the exit half-way (and Python
             # resets handlers other than SIG_IGN to the default while it shuts down).
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
         return self.done
 

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import posix_ipc
 
 from . import layout, names
-from .errors import CorruptSegment, FifoNotFound
+from .errors import ShmfifoError
 from .layout import (ACTIVE, E_ATTACHED, E_GETS, E_INFLIGHT, E_PHASE, E_PID, E_PUTS, E_RATE,
                      E_ROLE, E_START, E_STATE, H_BLOCKER, H_DAEMON_PID, H_DEBT, H_EPOCH, H_HEAD,
                      H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL)
@@ -74,6 +74,7 @@ class FifoStatus:
     blocker: int              # pid a recovery waits for, 0 if none
     clients: Tuple[ClientStatus, ...]
     mode: int
+    owner: int = -1           # uid owning the segment
 
 
 def _client(seg, index):
@@ -105,7 +106,7 @@ def _client(seg, index):
 
 def snapshot(name):
     """Read the status of FIFO ``name``; FifoNotFound or CorruptSegment if it cannot."""
-    seg = Segment.open(name, require_daemon=False, writable=False)
+    seg = Segment.open(name, require_daemon=False, writable=False, trust="any")
     try:
         return _read(seg)
     finally:
@@ -137,7 +138,7 @@ def _read(seg):
         taken=tail - layout.BASE + w[H_REQUEUED], requeued=w[H_REQUEUED],
         recoveries=w[H_RECOVERIES], debt=w[H_DEBT], daemon_pid=w[H_DAEMON_PID], daemon=daemon,
         blocker=w[H_BLOCKER] if w[H_EPOCH] & 1 else 0, clients=clients,
-        mode=stat.S_IMODE(os.fstat(seg.fd).st_mode))
+        mode=stat.S_IMODE(os.fstat(seg.fd).st_mode), owner=os.fstat(seg.fd).st_uid)
 
 
 def snapshot_all():
@@ -146,7 +147,7 @@ def snapshot_all():
     for name in names.list_fifos():
         try:
             found.append((name, snapshot(name)))
-        except (CorruptSegment, FifoNotFound) as error:
+        except ShmfifoError as error:       # corrupt, not a segment at all, unreadable
             found.append((name, error))
     return found
 
@@ -180,13 +181,23 @@ def daemon_text(st):
     return text
 
 
+def _owner(st):
+    if st.owner in (-1, os.geteuid()):
+        return ""
+    try:
+        import pwd
+        return f", owner {pwd.getpwuid(st.owner).pw_name}"
+    except (KeyError, ImportError):
+        return f", owner uid {st.owner}"
+
+
 def format_status(st):
     locks = "split locks" if st.split_locks else "single mutex"
     sems = " ".join(f"{which}={value}" for which, value in st.semaphores)
     lines = [
         f"FIFO {st.name!r}  {daemon_text(st)}  {locks}",
         f"  items       {st.items}/{st.capacity} (slots of {st.item_size} bytes, "
-        f"{st.max_clients} clients max, mode {st.mode:04o})",
+        f"{st.max_clients} clients max, mode {st.mode:04o}{_owner(st)})",
         f"  semaphores  {sems}" + (f"  debt={st.debt}" if st.debt else ""),
         f"  totals      put {st.puts}, taken {st.taken}, re-queued {st.requeued}, "
         f"recoveries {st.recoveries}",

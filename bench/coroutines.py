@@ -76,7 +76,10 @@ def _blocking_latency(ctx, name):
     with shmfifo.attach(name) as q:
         proc = ctx.Process(target=_shmfifo_producer, args=(name, LATENCY_ITEMS, RATE))
         proc.start()
-        samples = [(time.monotonic_ns() - q.get()) / 1000 for _ in range(LATENCY_ITEMS)]
+        samples = []
+        for _ in range(LATENCY_ITEMS):
+            sent = q.get()
+            samples.append((time.monotonic_ns() - sent) / 1000)
         proc.join()
     return _percentiles(samples[10:])
 

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli_checks, cring, names, report, suite, workloads
+from . import cli_checks, cring, ipc_names, report, suite, workloads
 from .workloads import log
 
 BENCH = Path(__file__).resolve().parent
@@ -79,7 +79,7 @@ def main(argv=None):
             log("shmfifo command line clients")
             results["cli"] = cli_checks.run_cli_checks(args.quick, workdir)
     finally:
-        results["leftovers"] = names.sweep()
+        results["leftovers"] = ipc_names.sweep()
         for path in workdir.iterdir():
             path.unlink()
         workdir.rmdir()

@@ -17,7 +17,7 @@
  * shmfifo. Every name is unlinked right after it is opened: forked children inherit the mapping
  * and the semaphore handles, so nothing can be left in /dev/shm however the run ends.
  *
- * Items and output files follow bench/items.py: each item starts with
+ * Items and output files follow bench/delivery.py: each item starts with
  * (producer << 32 | seq, put_ns); each consumer writes OUT.c<i>.words = end_ns, then the words
  * it received; the latency run also writes OUT.lat (i64 get time - put_ns per item).
  *
@@ -143,7 +143,7 @@ static void start_and_wait(void)
 
 static void make_item(unsigned char *item, uint64_t word, uint64_t put_ns)
 {
-    memcpy(item, &word, 8); /* little endian, as bench/items.py expects */
+    memcpy(item, &word, 8); /* little endian, as bench/delivery.py expects */
     memcpy(item + 8, &put_ns, 8);
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import items, names
+from . import delivery, ipc_names
 from .workloads import RunFailed, checked_rate
 
 __all__ = ["build", "CRing"]
@@ -50,7 +50,7 @@ class CRing:
         workdir = Path(workdir)
         out = workdir / "cring"
         command = [str(self.binary), *map(str, args[:1]), self.mode, *map(str, args[1:]),
-                   names.unique("c"), str(out)]
+                   ipc_names.unique("c"), str(out)]
         # Its own session, so a timeout can end the C parent and all its forked workers at once.
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
@@ -76,7 +76,7 @@ class CRing:
             t0, out = self._run(["throughput", workload.producers, workload.consumers,
                                  workload.capacity, workload.item_size, per_producer],
                                 workdir, timeout)
-            results = [items.read_words(f"{out}.c{index}.words")
+            results = [delivery.read_words(f"{out}.c{index}.words")
                        for index in range(workload.consumers)]
             return checked_rate(t0, results, workload.producers, per_producer)
         finally:
@@ -87,7 +87,7 @@ class CRing:
         try:
             t0, out = self._run(["latency", capacity, item_size, count, rate],
                                 workdir, timeout=30 + 3 * count / rate)
-            checked_rate(t0, [items.read_words(f"{out}.c0.words")], 1, count)
+            checked_rate(t0, [delivery.read_words(f"{out}.c0.words")], 1, count)
             return np.fromfile(f"{out}.lat", dtype="<i8")
         finally:
             _clear(workdir)

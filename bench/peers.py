@@ -26,7 +26,7 @@ import select
 
 import posix_ipc
 
-from . import names
+from . import ipc_names
 
 __all__ = ["Peer", "MpQueue", "MpSimpleQueue", "FasterFifo", "PosixMq", "Pipe", "Shmfifo",
            "python_peers"]
@@ -160,8 +160,8 @@ class PosixMq(Peer):
         depth = min(self.capacity, limit)
         if depth < self.capacity:
             self.capacity_note = f"capacity capped at {depth} by /proc/sys/fs/mqueue/msg_max"
-        self.name = "/" + names.unique("mq")
-        names.note_message_queue(self.name)
+        self.name = "/" + ipc_names.unique("mq")
+        ipc_names.note_message_queue(self.name)
         self.queue = posix_ipc.MessageQueue(
             self.name, posix_ipc.O_CREX, mode=0o600,
             max_messages=depth, max_message_size=self.item_size)
@@ -240,7 +240,7 @@ class Shmfifo(Peer):
         self.daemon = None
 
     def create(self):
-        self.name = names.unique("f")
+        self.name = ipc_names.unique("f")
         ready = CTX.Event()
         self.stop = CTX.Event()
         self.daemon = CTX.Process(

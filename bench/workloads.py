@@ -4,10 +4,10 @@ A run forks the consumers and producers, waits until every worker has connected 
 a sleep), then starts the clock and releases them all at once. Producers put their items and
 exit. The parent then sends one stop marker per consumer, one at a time, waiting for a consumer
 to finish before sending the next: a batched consumer could otherwise swallow several markers
-and leave the others blocked forever. Each consumer writes a words file (see items.py); the run's
-time is from the release to the last real item received by any consumer, so start-up and the
-stop phase are not counted. Every run is checked with items.check_delivery; a run that fails the
-check, crashes or exceeds its time bound is a failure, never a number.
+and leave the others blocked forever. Each consumer writes a words file (see delivery.py); the
+run's time is from the release to the last real item received by any consumer, so start-up and
+the stop phase are not counted. Every run is checked with delivery.check_delivery; a run that
+fails the check, crashes or exceeds its time bound is a failure, never a number.
 """
 
 import dataclasses
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import items
+from . import delivery
 from .peers import CTX
 
 __all__ = ["Workload", "RunFailed", "throughput_workloads", "run_peer", "run_latency_peer",
@@ -104,7 +104,7 @@ def _worker(body, peer, ready, go, error_path, *args):
 
 
 def _produce(ep, producer, count, item_size, batch):
-    make = items.item_maker(producer, item_size)
+    make = delivery.item_maker(producer, item_size)
     if batch == 1:
         put = ep.put
         for seq in range(count):
@@ -117,7 +117,7 @@ def _produce(ep, producer, count, item_size, batch):
 
 def _produce_paced(ep, producer, count, item_size, rate):
     """Put `count` items at `rate`/s on absolute deadlines, stamping each with its put time."""
-    make = items.item_maker(producer, item_size)
+    make = delivery.item_maker(producer, item_size)
     put, now, sleep = ep.put, time.monotonic_ns, time.sleep
     period = 1e9 / rate
     start = now()
@@ -131,7 +131,7 @@ def _produce_paced(ep, producer, count, item_size, rate):
 def _consume(ep, words_path, batch, latency_path=None):
     words = array("Q")
     latencies = array("q")
-    unpack = items.HEADER.unpack_from
+    unpack = delivery.HEADER.unpack_from
     now = time.monotonic_ns
     end_ns = 0
     done = False
@@ -140,14 +140,14 @@ def _consume(ep, words_path, batch, latency_path=None):
         t = now()
         for item in got:
             word, put_ns = unpack(item)
-            if word == items.STOP:
+            if word == delivery.STOP:
                 done = True  # nothing real follows a stop marker (module docstring)
                 break
             words.append(word)
             if latency_path:
                 latencies.append(t - put_ns)
             end_ns = t
-    items.write_words(words_path, end_ns, words)
+    delivery.write_words(words_path, end_ns, words)
     if latency_path:
         with open(latency_path, "wb") as f:
             latencies.tofile(f)
@@ -192,7 +192,7 @@ def _run(peer, workdir, producers, consumers, producer_body, producer_args, batc
 
         _join_all(producer_procs, deadline, workdir, procs)
         with peer.connect() as ep:
-            stop = items.stop_item(peer.item_size)
+            stop = delivery.stop_item(peer.item_size)
             running = list(consumer_procs)
             while running:
                 ep.put(stop)
@@ -203,7 +203,7 @@ def _run(peer, workdir, producers, consumers, producer_body, producer_args, batc
                 running = [p for p in running if p.sentinel not in finished]
         _join_all(consumer_procs, deadline, workdir, procs)
 
-        results = [items.read_words(workdir / f"c{index}.words") for index in range(consumers)]
+        results = [delivery.read_words(workdir / f"c{index}.words") for index in range(consumers)]
         latencies = None
         if latency:
             latencies = np.concatenate([np.fromfile(workdir / f"c{index}.lat", dtype="<i8")
@@ -261,8 +261,8 @@ def run_peer(peer, workload, per_producer, workdir, timeout):
 def checked_rate(t0, results, producers, per_producer):
     """Items/s from the release (t0) to the last item received, if the delivery check passes."""
     try:
-        items.check_delivery([words for _, words in results], producers, per_producer)
-    except items.DeliveryError as error:
+        delivery.check_delivery([words for _, words in results], producers, per_producer)
+    except delivery.DeliveryError as error:
         raise RunFailed(f"delivery check: {error}") from None
     end = max(end_ns for end_ns, _ in results)
     return producers * per_producer / ((end - t0) / 1e9)

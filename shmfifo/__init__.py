@@ -22,4 +22,4 @@ __all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DE
            "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed",
            "Stopped", "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace",
            "UntrustedItem"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only copy: pyproject.toml reads it (tool.setuptools.dynamic)

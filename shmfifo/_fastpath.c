@@ -1,21 +1,21 @@
 /* The non-blocking path of put and get in C: an optional accelerator for shmfifo/ring.py.
  *
- * It does exactly the steps of Fifo._put_run / Fifo._take_run for one bytes item when no
- * wait is needed, in the same order and with the same words (the layout is passed in from
- * layout.py; nothing of it is written down here):
+ * It does exactly the steps of Client._put_run / Client._take_run for a run of bytes and str
+ * items when no wait is needed, in the same order and with the same words (every position,
+ * value and size is passed in by name from layout.py; nothing of the layout is written here):
  *
- *   put: phase = PUTTING, fence, epoch even and state RUNNING?, trywait(empty),
- *        trywait(put_lock), write the slot, head += 1 (commit), post(put_lock), post(fill),
- *        puts = seq, phase = IDLE
+ *   put: phase = PUTTING, fence, epoch even and state RUNNING?, trywait(empty) for each slot,
+ *        trywait(put_lock), write the slots, head += n (commit), post(put_lock), post(fill)
+ *        n times, puts = last seq, phase = IDLE
  *   get: ack the previous record, phase = GETTING, fence, epoch even and state not STOPPED?,
- *        trywait(fill), trywait(take_lock), record PREPARED at tail, copy the slot into the
- *        record, tail += 1 (commit), record TAKEN, pay debt or post(empty), post(take_lock),
- *        gets += 1, phase = IDLE
+ *        trywait(fill) for each item, trywait(take_lock), record PREPARED at tail, copy the
+ *        slots into the record, tail += n (commit), record TAKEN, pay debt, post(take_lock),
+ *        post(empty) for each slot not paid as debt, gets += n, phase = IDLE
  *
  * Whenever a step would have to wait (no token, lock busy, a recovery, a state change), it
- * gives back what it took, sets the phase back to IDLE and returns SLOW: the Python code then
+ * gives back what it took, sets the phase back to IDLE and returns None: the Python code then
  * does the whole operation, waits included. It has the same crash points as the Python path.
- * Items: bytes and str (UTF-8); anything else takes the Python path.
+ * Items of other types take the Python path to be put; taken, they leave as (tag, payload).
  *
  * Shared words are aligned 64-bit words accessed with __atomic builtins; the fence is
  * __atomic_thread_fence(SEQ_CST), the same full barrier the Python code gets from a lock.
@@ -34,7 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OK = 0, SLOW = 1 };
+/* Every call returns None when it did nothing that needs undoing and the Python path must do
+ * (or look at) the whole operation; otherwise its result. */
 
 /* How a step waits before it gives up to the slow path (which sleeps on the semaphore):
  *
@@ -46,12 +47,10 @@ enum { OK = 0, SLOW = 1 };
  *    section), and only giving up the CPU lets it run. Yielding, unlike sleeping in sem_wait,
  *    registers no waiter on the semaphore: glibc's sem_post makes a futex_wake system call
  *    for as long as any waiter is registered, and a woken waiter stays registered until it
- *    is scheduled, which with 16 clients on 2 cores takes milliseconds; every post in that
- *    time pays the system call. That storm, not the spinning, is what made 8 producers and 8
- *    consumers run at 0.4x of 1P/1C (about 1.6 futex calls per item under strace); with the
- *    yields they run as fast as one pair (bench.cell, docs/design.md point 11).
- *    With nothing else runnable on the core a yield returns at once, so this costs a waiter
- *    about 30 system calls before it sleeps.
+ *    is scheduled, which with many clients on few cores takes milliseconds; every post in
+ *    that time pays the system call (docs/design.md point 11). With nothing else runnable on
+ *    the core a yield returns at once, so this costs a waiter about 30 system calls before
+ *    it sleeps.
  */
 #define SPIN_TRIES 100
 #define YIELD_TRIES 30
@@ -119,6 +118,9 @@ typedef struct {
     uint64_t blocked_full, blocked_empty;
     /* geometry, bytes */
     Py_ssize_t slots, record, slot_size, item_size, header;
+    /* the slot header as u64 words: word 0 = length | tag << tag_shift (layout.py) */
+    Py_ssize_t producer_word, seq_word, put_ns_word;
+    int tag_shift;
     uint64_t nslots, pid;
     /* The thread that created this Ring: its client's entry is that thread's alone. */
     unsigned long owner;
@@ -162,21 +164,38 @@ static void ring_dealloc(Ring *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Ring(**layout): every word position, value and size comes from Python by name
+ * (ring.py's Client._make_fastpath, from layout.py); nothing of the layout is written here. */
 static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {
+        "buffer", "empty", "fill", "put_lock", "take_lock",
+        "head", "tail", "debt", "state", "epoch",
+        "phase", "puts", "gets", "inflight", "inflight_index", "inflight_n",
+        "PUTTING", "GETTING", "IDLE", "RUNNING", "STOPPED", "PREPARED", "TAKEN", "NONE",
+        "TAG_BYTES", "TAG_STR", "BLOCKED_FULL", "BLOCKED_EMPTY",
+        "slots", "record", "slot_size", "item_size", "header_size",
+        "tag_shift", "producer_word", "seq_word", "put_ns_word", "nslots", "pid", NULL};
     PyObject *buffer;
     const char *n_empty, *n_fill, *n_put, *n_take;
     unsigned long long pid, nslots;
-    if (!PyArg_ParseTuple(args, "Ossssnnnnnnnnnnn(KKKKKKKKKKKK)nnnnnKK", &buffer,
-                          &n_empty, &n_fill, &n_put, &n_take,
-                          &self->h_head, &self->h_tail, &self->h_debt, &self->h_state,
-                          &self->h_epoch, &self->e_phase, &self->e_puts, &self->e_gets,
-                          &self->e_inflight, &self->e_index, &self->e_n,
-                          &self->putting, &self->getting, &self->idle, &self->running,
-                          &self->stopped, &self->prepared, &self->taken, &self->none,
-                          &self->tag_bytes, &self->tag_str, &self->blocked_full,
-                          &self->blocked_empty,
-                          &self->slots, &self->record, &self->slot_size, &self->item_size,
-                          &self->header, &nslots, &pid))
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Ring takes keyword arguments only");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OssssnnnnnnnnnnnKKKKKKKKKKKKnnnnninnnKK",
+                                     kwlist, &buffer, &n_empty, &n_fill, &n_put, &n_take,
+                                     &self->h_head, &self->h_tail, &self->h_debt,
+                                     &self->h_state, &self->h_epoch, &self->e_phase,
+                                     &self->e_puts, &self->e_gets, &self->e_inflight,
+                                     &self->e_index, &self->e_n,
+                                     &self->putting, &self->getting, &self->idle,
+                                     &self->running, &self->stopped, &self->prepared,
+                                     &self->taken, &self->none, &self->tag_bytes,
+                                     &self->tag_str, &self->blocked_full, &self->blocked_empty,
+                                     &self->slots, &self->record, &self->slot_size,
+                                     &self->item_size, &self->header, &self->tag_shift,
+                                     &self->producer_word, &self->seq_word,
+                                     &self->put_ns_word, &nslots, &pid))
         return -1;
     ring_release(self);
     if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0)
@@ -261,10 +280,10 @@ static Py_ssize_t put_section(Ring *self, PyObject *const *items, Py_ssize_t cou
         char *slot = self->base + self->slots +
                      (Py_ssize_t)((head + i) % self->nslots) * self->slot_size;
         uint64_t *hdr = (uint64_t *)slot;
-        hdr[0] = (uint64_t)n | (tag << 32);
-        hdr[1] = self->pid;
-        hdr[2] = seq + i;
-        hdr[3] = now;
+        hdr[0] = (uint64_t)n | (tag << self->tag_shift);
+        hdr[self->producer_word] = self->pid;
+        hdr[self->seq_word] = seq + i;
+        hdr[self->put_ns_word] = now;
         memcpy(slot + self->header, data, (size_t)n);
     }
     CRASH("put.written");
@@ -352,8 +371,8 @@ slow:
 static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
     char *slot = self->base + self->record + i * self->slot_size;
     uint64_t word = ((uint64_t *)slot)[0];
-    Py_ssize_t length = (Py_ssize_t)(word & 0xFFFFFFFFu);
-    uint64_t tag = (word >> 32) & 0xFFFF;
+    Py_ssize_t length = (Py_ssize_t)(word & ((1ull << self->tag_shift) - 1));
+    uint64_t tag = (word >> self->tag_shift) & 0xFFFF;
     if (length > self->slot_size - self->header)
         length = self->slot_size - self->header;
     if (tag == self->tag_bytes)
@@ -370,35 +389,35 @@ static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
  * HandleClosed. So a handle may offer its first client's Ring to every thread unchecked. */
 #define NOT_USABLE(self) ((self)->w == NULL || PyThread_get_thread_ident() != (self)->owner)
 
-/* put(item, seq: int) -> 0 if put, 1 if the slow path must do it (nothing changed) */
+/* put(item, seq: int) -> True if put, None (the slow path must do it; nothing changed) */
 static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "put(item, seq)");
         return NULL;
     }
     if (NOT_USABLE(self))
-        return PyLong_FromLong(SLOW);
+        Py_RETURN_NONE;
     uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
     if (seq == (uint64_t)-1 && PyErr_Occurred())
         return NULL;
     Py_ssize_t n;
     uint64_t tag;
-    if (payload_of(self, args[0], &n, &tag) == NULL)
-        return PyLong_FromLong(SLOW);
-    return PyLong_FromLong(put_section(self, args, 1, seq) ? OK : SLOW);
+    if (payload_of(self, args[0], &n, &tag) == NULL || !put_section(self, args, 1, seq))
+        Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 /* put_many(items: list, start: int, seq: int) -> how many of items[start:] were put in one
- * lock section (0: none; the Python path must do the rest). Refuses (0) up front if any item
- * of items[start:] is not bytes/str or does not fit, so that the Python path can raise before
- * anything of the batch is put. */
+ * lock section, or None (none; the Python path must do the rest). Refuses (None) up front if
+ * any item of items[start:] is not bytes/str or does not fit, so that the Python path can
+ * raise before anything of the batch is put. */
 static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyList_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "put_many(items: list, start, seq)");
         return NULL;
     }
     if (NOT_USABLE(self))
-        return PyLong_FromLong(0);
+        Py_RETURN_NONE;
     PyObject *items = args[0];
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
@@ -406,14 +425,17 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     Py_ssize_t total = PyList_GET_SIZE(items);
     if (start < 0 || start >= total)
-        return PyLong_FromLong(0);
+        Py_RETURN_NONE;
     PyObject **first = &PyList_GET_ITEM(items, start);
     Py_ssize_t n;
     uint64_t tag;
     for (Py_ssize_t i = 0; i < total - start; i++)
         if (payload_of(self, first[i], &n, &tag) == NULL)
-            return PyLong_FromLong(0);
-    return PyLong_FromSsize_t(put_section(self, first, total - start, seq));
+            Py_RETURN_NONE;
+    Py_ssize_t done = put_section(self, first, total - start, seq);
+    if (!done)
+        Py_RETURN_NONE;
+    return PyLong_FromSsize_t(done);
 }
 
 /* get() -> the bytes or str taken, a (tag, payload) pair for another type (taken; Python
@@ -459,13 +481,13 @@ static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     return pairs;
 }
 
-/* wait_ready(for_put, seconds, notify_fd) -> 1, 0 or -1: wait, without the GIL, until a token
+/* wait_ready(for_put, seconds, notify_fd) -> True, False or None: wait, without the GIL, until a token
  * of empty (for_put) or fill is there, by the protocol of an operation: phase, fence, an even
  * epoch and a running state first; the token is given straight back, the phase set back to
- * IDLE, and then 8 bytes are written to notify_fd (an event loop's wake-up). 1: done; 0: no
- * token within the time (at most one wait slice: the caller looks at its stop flag between
- * calls); -1: nothing was waited for (a recovery, a state other than running, a closed Ring
- * or another thread's): Python's wait_ready must look. For the asyncio watchers (aio.py). */
+ * IDLE, and then 8 bytes are written to notify_fd (an event loop's wake-up). True: done;
+ * False: no token within the time (at most one wait slice: the caller looks at its stop flag
+ * between calls); None: nothing was waited for (a recovery, a state other than running, a
+ * closed Ring or another thread's): Python's wait_ready must look. For aio.py's watchers. */
 static PyObject *ring_wait_ready(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "wait_ready(for_put, seconds, notify_fd)");
@@ -477,14 +499,14 @@ static PyObject *ring_wait_ready(Ring *self, PyObject *const *args, Py_ssize_t n
     if (for_put < 0 || PyErr_Occurred())
         return NULL;
     if (NOT_USABLE(self))
-        return PyLong_FromLong(-1);
+        Py_RETURN_NONE;
     sem_t *sem = for_put ? self->empty : self->fill;
     STORE(self->e_phase, for_put ? self->putting : self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint64_t state = LOAD(self->h_state);
     if ((LOAD(self->h_epoch) & 1) || (for_put ? state != self->running : state == self->stopped)) {
         STORE(self->e_phase, self->idle);
-        return PyLong_FromLong(-1);
+        Py_RETURN_NONE;
     }
     STORE(self->e_phase, for_put ? self->blocked_full : self->blocked_empty);
     int got = 0;
@@ -512,7 +534,7 @@ static PyObject *ring_wait_ready(Ring *self, PyObject *const *args, Py_ssize_t n
         STORE(self->e_phase, self->idle);
     }
     Py_END_ALLOW_THREADS
-    return PyLong_FromLong(got);
+    return PyBool_FromLong(got);
 }
 
 static PyObject *ring_close(Ring *self, PyObject *unused) {
@@ -522,15 +544,15 @@ static PyObject *ring_close(Ring *self, PyObject *unused) {
 
 static PyMethodDef ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
-     "put(item: bytes, seq) -> 0 if put, 1 if the slow path must do it"},
+     "put(item, seq) -> True if put, None if the slow path must do it"},
     {"get", (PyCFunction)ring_get, METH_NOARGS,
      "get() -> the bytes or str taken, a (tag, payload) pair to decode, or None"},
     {"put_many", (PyCFunction)(void (*)(void))ring_put_many, METH_FASTCALL,
-     "put_many(items: list, start, seq) -> how many were put (0: the slow path must)"},
+     "put_many(items: list, start, seq) -> how many were put, or None (the slow path must)"},
     {"get_many", (PyCFunction)ring_get_many, METH_O,
      "get_many(max_items) -> list of items, a tuple of items and pairs to decode, or None"},
     {"wait_ready", (PyCFunction)(void (*)(void))ring_wait_ready, METH_FASTCALL,
-     "wait_ready(for_put, seconds, notify_fd) -> 1 (token seen, fd written), 0 (time), -1"},
+     "wait_ready(for_put, seconds, notify_fd) -> True (fd written), False (time) or None"},
     {"close", (PyCFunction)ring_close, METH_NOARGS, "release the mapping and semaphores"},
     {NULL, NULL, 0, NULL},
 };

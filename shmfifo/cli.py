@@ -358,12 +358,13 @@ def _cmd_status(args):
 
 def _cmd_set(args):
     from .control import set_rate
+    from .status import rate_text
     _parse_params("set", args)
     if "rate" not in getattr(args, "explicit", ()):
         raise _Usage("nothing to set: give rate=R")
     set_rate(args.name, args.pid, args.rate)
     print(f"rate of pid {args.pid} on FIFO {args.name!r} set to "
-          f"{'max' if args.rate is None else format(args.rate, 'g') + '/s'}")
+          f"{rate_text(args.rate)}")
     return EXIT_OK
 
 
@@ -407,13 +408,14 @@ def main(argv=None):
     except FifoNotFound as error:
         print(f"shmfifo {command}: error: {error}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except BrokenPipeError:
+        # The reader went away (for example `| head`): not an error of ours. Before OSError,
+        # of which it is a subclass.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (FifoExists, CorruptSegment, ShmfifoError, OSError) as error:
         print(f"shmfifo {command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except BrokenPipeError:
-        # The reader went away (for example `| head`): not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -18,7 +18,8 @@ from . import crashpoints, layout
 from .errors import UntrustedItem
 from .handle import attach
 from .ring import Message
-from .runner import Runner, _rate_text
+from .runner import Runner
+from .status import rate_text
 
 __all__ = ["run_consumer", "format_item", "json_record"]
 
@@ -98,7 +99,7 @@ def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None, s
 
         runner.step = step
         runner.install_signal_handlers()
-        log.info("attached to %r (rate=%s)", fifo_name, _rate_text(rate))
+        log.info("attached to %r (rate=%s)", fifo_name, rate_text(rate))
         done = runner.run()
         elapsed = runner.elapsed()
         achieved = done / elapsed if elapsed > 0 else 0.0

@@ -2,9 +2,9 @@
 
 import math
 
-from . import layout, lease, names
+from . import layout, lease, names, table
 from .errors import CorruptSegment, FifoNotFound, ForeignFifo, ShmfifoError, UsageError
-from .layout import ACTIVE, E_PID, E_RATE, E_ROLE, E_STATE, H_DAEMON_PID
+from .layout import H_DAEMON_PID
 from .segment import Segment, open_shared_file, unlink_names
 from .status import find_client
 
@@ -37,19 +37,18 @@ def set_rate(name, pid, rate):
                                        "for unlimited")
     seg = Segment.open(name, require_daemon=False, trust="any")
     try:
-        index = find_client(seg, pid)
-        if index is None:
+        entry = find_client(seg, pid)
+        if entry is None:
             raise UsageError("pid", pid, f"it is not a producer or consumer attached to FIFO "
                                          f"{name!r} (see: shmfifo status {name})")
-        base = seg.geometry.entry_offset(index) // 8
-        if seg.words[base + E_ROLE] not in (layout.ROLE_PRODUCER, layout.ROLE_CONSUMER):
+        if entry.role not in (layout.ROLE_PRODUCER, layout.ROLE_CONSUMER):
             raise UsageError("pid", pid, "only a producer's or consumer's rate can be set")
         # One aligned 8-byte store: the client reads either the old rate or the new one.
         # (Known window: if the client detached and another process claimed the same entry
         # between find_client and this store, the newcomer's rate is overwritten; the entry
         # is re-checked below so that at least the command does not report success.)
-        seg.floats[base + E_RATE] = math.inf if rate is None else float(rate)
-        if seg.words[base + E_PID] != pid or seg.words[base + E_STATE] != ACTIVE:
+        entry.rate = math.inf if rate is None else float(rate)
+        if entry.pid != pid or not entry.active:
             raise UsageError("pid", pid, f"it detached from FIFO {name!r} just now")
     finally:
         seg.close()
@@ -79,12 +78,7 @@ def clean(name, *, force=False):
         alive = []
         if seg.daemon_alive():
             alive.append(("daemon", seg.words[H_DAEMON_PID]))
-        w, g = seg.words, seg.geometry
-        for index in range(g.max_clients):
-            base = g.entry_offset(index) // 8
-            if w[base + E_STATE] == ACTIVE and seg.entry_alive(index):
-                alive.append((layout.ROLE_NAMES.get(w[base + E_ROLE], "client"),
-                              w[base + E_PID]))
+        alive += [(e.role_name, e.pid) for e in table.active(seg) if e.alive()]
         if alive:
             raise StillInUse(name, alive)
     finally:

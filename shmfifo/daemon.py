@@ -15,18 +15,20 @@ A Python program can run it in-process::
 
 import contextlib
 import dataclasses
+import math
 import os
 import threading
 import time
 import weakref
 
-from . import layout, lease, log as logs, names
+from . import layout, lease, log as logs, names, table
 from .errors import FifoExists, UsageError
-from .layout import (ACTIVE, DRAINING, E_ATTACHED, E_PID, E_ROLE, E_STATE, FREE, H_CREATED,
-                     H_DAEMON_PID, H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC,
-                     H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER, RUNNING, STOPPED)
-from .recovery import Recovery, dead_entries, free_entry, holds_nothing
-from .ring import process_start_ms
+from .layout import (DRAINING, FREE, H_CREATED, H_DAEMON_PID, H_DAEMON_START, H_DISCARDED,
+                     H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER,
+                     RUNNING, STOPPED)
+from .recovery import Recovery, dead_entries
+from .status import rate_text
+from .table import Entry, process_start_ms
 from .segment import Segment
 
 __all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked"]
@@ -213,41 +215,34 @@ class FifoDaemon:
         dead = dead_entries(seg)
         detached = []
         if dead and self.recovery:
-            for index in [i for i in dead if holds_nothing(seg, i)]:
-                base = seg.geometry.entry_offset(index) // 8
-                role = layout.ROLE_NAMES.get(seg.words[base + E_ROLE], "client")
-                pid = seg.words[base + E_PID]
-                free_entry(seg, index)
-                dead.remove(index)
-                detached.append(index)
-                self.log.info("%s pid %d exited holding nothing; detached", role, pid)
+            for entry in [Entry(seg, i) for i in dead]:
+                if entry.holds_nothing():
+                    role, pid = entry.role_name, entry.pid
+                    entry.free()
+                    dead.remove(entry.index)
+                    detached.append(entry.index)
+                    self.log.info("%s pid %d exited holding nothing; detached", role, pid)
         freed = self._recover(dead) if dead else []
         self._log_attachments(freed + detached)
         return freed + detached
 
     def _log_attachments(self, freed):
         """Log clients that attached or detached since the last look, like dmesg does."""
-        seg, w = self.seg, self.seg.words
         seen = {}
-        for index in range(seg.geometry.max_clients):
-            base = seg.geometry.entry_offset(index) // 8
-            if w[base + E_STATE] != ACTIVE:
-                continue
-            key = (w[base + E_PID], w[base + E_ATTACHED])
+        for entry in table.active(self.seg):
+            index = entry.index
+            key = (entry.pid, entry.attached)
             known = self._known.get(index)
             if known is not None and known[:2] == key:
                 seen[index] = known
                 continue
-            role = layout.ROLE_NAMES.get(w[base + E_ROLE], "client")
-            start = seg.geometry.entry_offset(index) + layout.PARAM_OFFSET
-            item = bytes(seg.buf[start:start + layout.PARAM_BYTES]).rstrip(b"\0")
-            rate = seg.floats[base + layout.E_RATE]
+            item, rate = entry.param, entry.rate
             params = []
             if item:
-                params.append(f"item={item.decode('utf-8', 'backslashreplace')!r}")
+                params.append(f"item={item!r}")
             if rate:
-                params.append("rate=max" if rate == float("inf") else f"rate={rate:g}/s")
-            text = f"{role} pid {key[0]}"
+                params.append(f"rate={rate_text(None if math.isinf(rate) else rate)}")
+            text = f"{entry.role_name} pid {key[0]}"
             seen[index] = key + (text,)
             self.log.info("%s attached%s", text, f" ({', '.join(params)})" if params else "")
         for index, known in self._known.items():
@@ -261,12 +256,11 @@ class FifoDaemon:
             # Only for showing what happens without reconciliation (tests with teeth):
             # the dead entries are freed and nothing else is repaired.
             for index in dead:
-                seg.words[seg.geometry.entry_offset(index) // 8 + E_STATE] = FREE
+                Entry(seg, index).state = FREE
             return dead
         if dead:
             self.log.warning("client(s) died: %s; recovering",
-                             ", ".join(f"pid {seg.words[seg.geometry.entry_offset(i) // 8 + 1]}"
-                                       for i in dead))
+                             ", ".join(f"pid {Entry(seg, i).pid}" for i in dead))
         recovery = Recovery(seg, self.log, kill_stopped=self.kill_stopped,
                             should_stop=self.stopping)
         freed = recovery.run(dead)
@@ -292,13 +286,7 @@ class FifoDaemon:
             self.close()
 
     def _clients(self, role=None):
-        seg, w = self.seg, self.seg.words
-        found = []
-        for index in range(seg.geometry.max_clients):
-            base = seg.geometry.entry_offset(index) // 8
-            if w[base + E_STATE] == ACTIVE and (role is None or w[base + E_ROLE] == role):
-                found.append(index)
-        return found
+        return [entry.index for entry in table.active(self.seg, role)]
 
     def _wait_until(self, done, timeout):
         deadline = time.monotonic() + timeout

@@ -30,7 +30,8 @@ import weakref
 from . import aio, layout
 from .errors import FifoClosed, HandleClosed
 from .layout import H_HEAD, H_STATE, H_TAIL
-from .ring import WAIT_SLICE, Client
+from .ring import Client
+from .waiting import WAIT_SLICE
 from .segment import Segment
 
 __all__ = ["Fifo", "Attachment", "attach"]
@@ -178,7 +179,7 @@ class Fifo:
         c = self._owner
         if c is not None:
             fast = c._fast
-            if fast is not None and not c._stop and not fast.put(item, c._seq + 1):
+            if fast is not None and not c._stop and fast.put(item, c._seq + 1):
                 c._seq += 1
                 return
         try:

@@ -93,6 +93,23 @@ NONE, PREPARED, TAKEN = 0, 1, 2
 
 # length, type tag, (pad), producer pid, producer sequence number, put time (monotonic ns)
 SLOT_HEADER = struct.Struct("<IHxxQQQ")
+SLOT_HEADER_SIZE = SLOT_HEADER.size
+# The same header as u64 words, as the C fast path writes it and a reader may read it in one
+# load: word 0 holds length | tag << TAG_SHIFT; then producer, seq and put time.
+TAG_SHIFT = 32
+S_LENGTH_TAG, S_PRODUCER, S_SEQ, S_PUT_NS = range(4)
+assert SLOT_HEADER.size == 4 * 8 and SLOT_HEADER.pack(5, 7, 11, 13, 17) == struct.pack(
+    "<4Q", 5 | 7 << TAG_SHIFT, 11, 13, 17), "SLOT_HEADER and its word view disagree"
+
+
+def slot_length(word0):
+    """The payload length in a slot header's first word."""
+    return word0 & ((1 << TAG_SHIFT) - 1)
+
+
+def slot_tag(word0):
+    """The type tag in a slot header's first word."""
+    return word0 >> TAG_SHIFT & 0xFFFF
 
 # item type tags
 TAG_BYTES, TAG_STR, TAG_INT, TAG_PICKLE = 1, 2, 3, 4

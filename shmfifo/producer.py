@@ -7,9 +7,9 @@
 """
 
 from . import layout
-from .errors import FifoClosed, Stopped
 from .handle import attach
-from .runner import Runner, _rate_text
+from .runner import Runner
+from .status import rate_text
 
 __all__ = ["run_producer"]
 
@@ -22,16 +22,10 @@ def run_producer(fifo_name, item, rate, *, count=None, log, shared=False):
         runner = Runner(fifo, None, count=count, log=log)
 
         def step(fifo, n):
-            try:
-                if n == 1:
-                    fifo.put(item)
-                else:
-                    fifo.put_many([item] * n)
-            except (Stopped, FifoClosed) as stop:
-                # put_many may have committed part of the batch before it was stopped (its
-                # error says how many): those are in the FIFO and count in the summary.
-                stop.done = getattr(stop, "put", 0)
-                raise
+            if n == 1:
+                fifo.put(item)
+            else:
+                fifo.put_many([item] * n)
             if log.isEnabledFor(10):
                 for k in range(n):
                     log.debug("put %r (#%d)", item, runner.done + k + 1)
@@ -39,7 +33,7 @@ def run_producer(fifo_name, item, rate, *, count=None, log, shared=False):
 
         runner.step = step
         runner.install_signal_handlers()
-        log.info("attached to %r (item=%r, rate=%s)", fifo_name, item, _rate_text(rate))
+        log.info("attached to %r (item=%r, rate=%s)", fifo_name, item, rate_text(rate))
         done = runner.run()
         elapsed = runner.elapsed()
         reason = runner.stop_reason or "request"

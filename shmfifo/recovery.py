@@ -27,43 +27,20 @@ import time
 import posix_ipc
 
 from . import crashpoints
-from .layout import (ACTIVE, E_ACK, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE,
-                     E_PID, E_START, E_STATE, ENTRY_WORDS, FREE, H_BLOCKER, H_DEBT, H_EPOCH,
-                     H_HEAD, H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_TAIL,
-                     IDLE, INFLIGHT_OFFSET, NONE, PARAM_BYTES, PARAM_OFFSET, PARKED, PREPARED,
-                     TAKEN)
-from .ring import fence
+from .layout import (ACTIVE, FREE, H_BLOCKER, H_DEBT, H_EPOCH, H_HEAD, H_JOURNAL_ENTRY,
+                     H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_TAIL, IDLE, NONE, PARKED,
+                     PREPARED, TAKEN)
+from .waiting import fence
+from .table import Entry, entries
 
-__all__ = ["dead_entries", "Recovery", "process_state", "holds_nothing", "free_entry"]
+__all__ = ["dead_entries", "Recovery", "process_state"]
 
 QUIESCENCE_POLL = 0.002
 
 
 def dead_entries(seg):
     """Entries that are claimed but whose lease is gone: their process has died."""
-    w, g = seg.words, seg.geometry
-    return [i for i in range(g.max_clients)
-            if w[g.entry_offset(i) // 8 + E_STATE] != FREE and not seg.entry_alive(i)]
-
-
-def holds_nothing(seg, index):
-    """True if entry ``index`` is between operations (IDLE: it holds no token) with nothing
-    taken and unacknowledged: its death needs no repair, only freeing the entry."""
-    base = seg.geometry.entry_offset(index) // 8
-    w = seg.words
-    return w[base + E_PHASE] == IDLE and w[base + E_INFLIGHT] == NONE
-
-
-def free_entry(seg, index):
-    """Clear entry ``index`` and mark it FREE (last: a claimer sees a clean entry)."""
-    w = seg.words
-    base = seg.geometry.entry_offset(index) // 8
-    for word in range(ENTRY_WORDS):
-        if word != E_STATE:
-            w[base + word] = 0
-    start = seg.geometry.entry_offset(index) + PARAM_OFFSET
-    seg.buf[start:start + PARAM_BYTES] = bytes(PARAM_BYTES)
-    w[base + E_STATE] = FREE
+    return [e.index for e in entries(seg) if e.state != FREE and not e.alive()]
 
 
 def process_state(pid, start_ms):
@@ -106,7 +83,7 @@ class Recovery:
         self._crash = crashpoints.hook()
 
     def _entry(self, index):
-        return self.seg.geometry.entry_offset(index) // 8
+        return Entry(self.seg, index)
 
     def run(self, dead):
         w, crash = self.seg.words, self._crash
@@ -147,17 +124,16 @@ class Recovery:
         reported = set()
         while True:
             blockers = []
-            for index in range(seg.geometry.max_clients):
-                base = self._entry(index)
-                if index in dead or w[base + E_STATE] != ACTIVE:
+            for entry in entries(seg):
+                if entry.index in dead or entry.state != ACTIVE:
                     continue
-                if not seg.entry_alive(index):
-                    dead.add(index)
+                if not entry.alive():
+                    dead.add(entry.index)
                     continue
-                phase = w[base + E_PHASE]
-                if phase == IDLE or (phase == PARKED and w[base + E_ACK] == epoch):
+                phase = entry.phase
+                if phase == IDLE or (phase == PARKED and entry.ack == epoch):
                     continue
-                blockers.append(index)
+                blockers.append(entry.index)
             if not blockers:
                 return dead
             waited = time.monotonic() - started
@@ -170,8 +146,8 @@ class Recovery:
     def _report_blockers(self, blockers, waited, reported):
         w = self.seg.words
         for index in blockers:
-            base = self._entry(index)
-            pid, start = w[base + E_PID], w[base + E_START]
+            entry = self._entry(index)
+            pid, start = entry.pid, entry.start
             state = process_state(pid, start)
             w[H_BLOCKER] = pid
             if pid not in reported:
@@ -191,9 +167,9 @@ class Recovery:
     def _copy_record_to_ring(self, index, first):
         """Copy entry ``index``'s in-flight items into the slots from ring index ``first``."""
         seg = self.seg
-        g, b, w = seg.geometry, seg.buf, seg.words
-        n = w[self._entry(index) + E_INFLIGHT_N]
-        record = g.entry_offset(index) + INFLIGHT_OFFSET
+        g, b = seg.geometry, seg.buf
+        entry = self._entry(index)
+        n, record = entry.inflight_n, entry.record_offset
         for k in range(n):
             off = g.slots_offset + (first + k) % g.nslots * g.slot_size
             b[off:off + g.slot_size] = b[record + k * g.slot_size:record + (k + 1) * g.slot_size]
@@ -204,33 +180,32 @@ class Recovery:
         if not journaled:
             return
         index = journaled - 1
-        base = self._entry(index)
+        entry = self._entry(index)
         before = w[H_JOURNAL_TAIL]
-        n = w[base + E_INFLIGHT_N]
-        if w[base + E_INFLIGHT] == TAKEN:
+        n = entry.inflight_n
+        if entry.inflight == TAKEN:
             if w[H_TAIL] == before:          # the copy may be partial: redo it and commit
                 self._copy_record_to_ring(index, before - n)
                 w[H_TAIL] = before - n
             w[H_REQUEUED] += n
-            w[base + E_INFLIGHT] = NONE
+            entry.inflight = NONE
         w[H_JOURNAL_ENTRY] = 0
         self.log.info("finished the re-queue of %d item(s) that a previous daemon started", n)
 
     def _resolve_prepared(self, index):
-        w = self.seg.words
-        base = self._entry(index)
-        if w[base + E_INFLIGHT] != PREPARED:
+        entry = self._entry(index)
+        if entry.inflight != PREPARED:
             return
         # The dead consumer held take_lock from PREPARED on, so nobody has moved tail since.
-        committed = w[H_TAIL] == w[base + E_INFLIGHT_INDEX] + w[base + E_INFLIGHT_N]
-        w[base + E_INFLIGHT] = TAKEN if committed else NONE
+        committed = self.seg.words[H_TAIL] == entry.inflight_index + entry.inflight_n
+        entry.inflight = TAKEN if committed else NONE
 
     def _requeue(self, index):
         w, crash = self.seg.words, self._crash
-        base = self._entry(index)
-        if w[base + E_INFLIGHT] != TAKEN:
+        entry = self._entry(index)
+        if entry.inflight != TAKEN:
             return 0
-        n = w[base + E_INFLIGHT_N]
+        n = entry.inflight_n
         before = w[H_TAIL]
         w[H_JOURNAL_TAIL] = before
         w[H_JOURNAL_ENTRY] = index + 1   # the journal is valid from this store on
@@ -243,11 +218,11 @@ class Recovery:
         if crash:
             crash("recovery.tail")
         w[H_REQUEUED] += n
-        w[base + E_INFLIGHT] = NONE
+        entry.inflight = NONE
         if crash:
             crash("recovery.record")
         w[H_JOURNAL_ENTRY] = 0
-        self.log.info("re-queued %d item(s) taken by dead client pid %d", n, w[base + E_PID])
+        self.log.info("re-queued %d item(s) taken by dead client pid %d", n, entry.pid)
         return n
 
     def _reset_semaphores(self):
@@ -262,4 +237,4 @@ class Recovery:
         set_semaphore(seg.empty, max(0, capacity - count))
 
     def _free(self, index):
-        free_entry(self.seg, index)
+        self._entry(index).free()

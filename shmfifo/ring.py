@@ -45,7 +45,9 @@ front of a full ring.
 A :class:`Client` is one entry of the client table, with that entry's lease, phase and
 in-flight record, used by one thread of one process: the handle (handle.py) gives each
 thread of each process that uses it a client of its own, so no two threads ever share an
-entry's words.
+entry's words. This module holds the two lock sections (``_put_run``, ``_take_run``) and the
+operations around them; how a client waits for a token, parks and gives up is in waiting.py,
+how it claims its entry in table.py, how an item becomes bytes in items.py.
 
 shmfifo/_fastpath.c, when built, repeats the non-blocking lock sections below in C for bytes
 and str items (same steps, words, fence and crash points); whenever a step would wait it
@@ -53,21 +55,21 @@ undoes what it took and this code does the whole operation.
 """
 
 import os
-import random
-import threading
 import time
 
 import posix_ipc
 
-from . import crashpoints, layout, lease, names
-from .errors import (Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, NoFreeEntry, Stopped,
+from . import crashpoints, layout, lease, names, table
+from .errors import (Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, Stopped,
                      UntrustedItem, UsageError)
 from .items import decode, encode
-from .layout import (ACTIVE, BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_ATTACHED,
-                     E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS,
-                     E_RATE, E_ROLE, E_START, E_STATE, FREE, GETTING, H_DEBT,
-                     H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PARKED, PREPARED, PUTTING,
-                     RUNNING, SLOT_HEADER, STOPPED, TAG_BYTES, TAG_PICKLE, TAG_STR, TAKEN)
+from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, E_GETS, E_INFLIGHT,
+                     E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
+                     GETTING, H_DEBT, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE,
+                     PREPARED, PUTTING, RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER,
+                     SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_PICKLE, TAG_SHIFT, TAG_STR, TAKEN,
+                     slot_length, slot_tag)
+from .waiting import Park, Waiting, fence_acquire, fence_release
 
 try:
     from . import _fastpath
@@ -83,30 +85,7 @@ USE_FASTPATH = _fastpath is not None and os.environ.get("SHMFIFO_PURE") != "1"
 # crash point costs a test of a local (about 0.15 us per put+get pair, all of them together).
 _hot_path = crashpoints.compiled_out if not USE_FASTPATH else (lambda func: func)
 
-__all__ = ["Client", "Message", "fence", "process_start_ms"]
-
-# Longest single blocking wait: how quickly a waiter notices a stop, a shutdown or a recovery.
-WAIT_SLICE = 0.05
-# A waiter whose slice ends re-queues behind the others on the semaphore; with equal slices,
-# two producers blocked on a full FIFO fall into a fixed phase and one of them wins nearly
-# every freed slot (measured: 60 to 3). Random slice lengths make the winner random.
-_slice = random.Random().uniform
-SLICE_MIN, SLICE_MAX = 0.5 * WAIT_SLICE, 1.5 * WAIT_SLICE
-# Polls of a semaphore's value before a blocking wait (about 0.05 us each).
-SPIN = int(os.environ.get("SHMFIFO_SPIN", "400"))
-# How often a parked client looks at the epoch again.
-PARK_POLL = 0.001
-
-_fence_lock = threading.Lock()
-_fence_acquire, _fence_release = _fence_lock.acquire, _fence_lock.release
-
-
-def fence():
-    """A full memory barrier: acquiring a lock executes an atomic read-modify-write.
-    (The hot paths inline these two calls.)"""
-    _fence_acquire()
-    _fence_release()
-
+__all__ = ["Client", "Message"]
 
 class Message:
     """An item with where it came from: the producer's pid, its sequence number, put time."""
@@ -124,24 +103,7 @@ class Message:
                 f"put_ns={self.put_ns})")
 
 
-class _Park(Exception):
-    """Internal: a recovery started while this operation waited; it holds nothing now."""
-
-
-def process_start_ms(pid):
-    """A process's start time in ms since the epoch, as psutil's create_time() computes it
-    (boot time + start ticks), read from /proc so that clients need not import psutil."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-        return int((boot + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
-    except (OSError, ValueError, IndexError, StopIteration):
-        return 0
-
-
-class Client:
+class Client(Waiting):
     """One client of a FIFO: its operations, for one thread of one process.
 
     ``attachment`` is this process's mapping of the segment (handle.Attachment): the client
@@ -185,7 +147,7 @@ class Client:
         # restarts its schedule after such a stall instead of bursting.
         self.blocked_s = 0.0
         with attachment.claim_lock:       # two threads of this process: never one entry
-            self.index = self._claim_entry(role, param, rate)
+            self.index = table.claim(seg, self.pid, role, param, rate).index
         e = self._entry = g.entry_offset(self.index)
         self._e = e // 8          # entry's first word
         self._record = e + layout.INFLIGHT_OFFSET
@@ -193,264 +155,23 @@ class Client:
         self.closed = False
 
     def _make_fastpath(self, name, g):
+        """The C copy of the lock sections, given every word and value by name."""
         e = self._e
-        sems = [names.sem_name(name, which) for which in ("empty", "fill", "mutex")]
-        sems.append(names.sem_name(name, "take" if g.split_locks else "mutex"))
         return _fastpath.Ring(
-            self._seg.mm, *sems, H_HEAD, H_TAIL, H_DEBT, H_STATE, H_EPOCH, e + E_PHASE,
-            e + E_PUTS, e + E_GETS, e + E_INFLIGHT, e + E_INFLIGHT_INDEX, e + E_INFLIGHT_N,
-            (PUTTING, GETTING, IDLE, RUNNING, STOPPED, PREPARED, TAKEN, NONE, TAG_BYTES,
-             TAG_STR, BLOCKED_FULL, BLOCKED_EMPTY),
-            self._slots, self._record, self._slot_size, self.item_size, SLOT_HEADER.size,
-            self._nslots, self.pid)
-
-    # -- the client table -------------------------------------------------------------------
-
-    def _claim_entry(self, role, param, rate):
-        seg, w = self._seg, self._w
-        g = seg.geometry
-        for index in range(g.max_clients):
-            base = g.entry_offset(index) // 8
-            if w[base + E_STATE] != FREE:
-                continue
-            if not lease.try_lock(seg.fd, lease.entry_byte(index)):
-                continue
-            # The lease is ours; an entry that is not FREE under it belongs to a dead client
-            # whose recovery has not run yet: claiming it would erase its in-flight items.
-            if w[base + E_STATE] != FREE:
-                lease.unlock(seg.fd, lease.entry_byte(index))
-                continue
-            for word in range(layout.ENTRY_WORDS):
-                w[base + word] = 0
-            w[base + E_PID] = self.pid
-            w[base + E_START] = process_start_ms(self.pid)
-            w[base + E_ROLE] = role
-            w[base + E_ATTACHED] = time.time_ns()
-            seg.floats[base + E_RATE] = float("inf") if rate is None else float(rate)
-            text = str(param).encode("utf-8", "backslashreplace")[:layout.PARAM_BYTES]
-            start = g.entry_offset(index) + layout.PARAM_OFFSET
-            self._b[start:start + layout.PARAM_BYTES] = text.ljust(layout.PARAM_BYTES, b"\0")
-            w[base + E_STATE] = ACTIVE
-            return index
-        raise NoFreeEntry(self.name, g.max_clients)
-
-    # -- waiting ----------------------------------------------------------------------------
-
-    def request_stop(self):
-        """Make a blocked or future operation of this client raise Stopped. Signal-safe."""
-        self._stop = True
-
-    def _stopped(self):
-        """What ends an operation that was asked to stop: the handle's close, or a stop."""
-        if self.closed:
-            return HandleClosed(self.name)
-        return Stopped(f"handle on FIFO {self.name!r} was asked to stop")
-
-    def _refuse(self, for_put):
-        """An operation may not start: say why (after going back to IDLE)."""
-        self._w[self._e + E_PHASE] = IDLE
-        if self._stop:
-            raise self._stopped()
-        raise FifoClosed(self.name)
-
-    def _idle(self):
-        self._w[self._e + E_PHASE] = IDLE
-
-    def _check_waiting(self, deadline, for_put):
-        """Between two timed waits: raise what ends the wait, or return the next slice."""
-        w = self._w
-        if self._stop:
-            raise self._stopped()
-        if w[H_EPOCH] & 1:
-            raise _Park
-        state = w[H_STATE]
-        if state != RUNNING:
-            if for_put or state != DRAINING or w[H_HEAD] == w[H_TAIL]:
-                raise FifoClosed(self.name)
-        slice_ = _slice(SLICE_MIN, SLICE_MAX)
-        if deadline is None:
-            return slice_
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return 0.0
-        return min(remaining, slice_)
-
-    def _wait_token(self, sem, deadline, blocked_phase, for_put):
-        """Take one token of ``empty`` or ``fill`` after a failed try. If none comes by the
-        deadline, or the wait ends otherwise (a stop, a recovery, a shutdown), leave the
-        operation (phase IDLE) and raise Full / Empty or what ended it."""
-        try:
-            if self._await_token(sem, deadline, blocked_phase, for_put):
-                return
-        except BaseException:
-            self._idle()
-            raise
-        self._idle()
-        if for_put:   # (called while handling the failed try's BusyError: not its cause)
-            raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)") from None
-        raise Empty(f"FIFO {self.name!r} is empty") from None
-
-    def _await_token(self, sem, deadline, blocked_phase, for_put):
-        """The waiting of _wait_token: True once a token is taken, False at the deadline."""
-        if deadline is not None and deadline <= 0:
-            return False                      # block=False: never wait
-        # Spin briefly before sleeping: when the other side is running on another core, a
-        # token usually arrives within microseconds, and a futex sleep plus wake-up costs
-        # tens of them (and makes the releaser pay a wake-up system call).
-        for _ in range(SPIN):
-            if sem.value:
-                try:
-                    sem.acquire(0)
-                    return True
-                except posix_ipc.BusyError:
-                    pass
-        w = self._w
-        phase = w[self._e + E_PHASE]
-        w[self._e + E_PHASE] = blocked_phase
-        started = time.monotonic()
-        try:
-            while True:
-                timeout = self._check_waiting(deadline, for_put)
-                if timeout <= 0:
-                    return False
-                try:
-                    sem.acquire(timeout)
-                    return True
-                except (posix_ipc.BusyError, posix_ipc.SignalError):
-                    pass
-        finally:
-            w[self._e + E_PHASE] = phase
-            self.blocked_s += time.monotonic() - started
-
-    def _wait_lock(self, lock, sem, held):
-        """Take a lock after a failed try, holding ``held`` tokens of ``sem``.
-
-        Nobody blocks while holding a lock, so this waits only on a dead holder, which a
-        recovery will resolve: the wait ends by parking (or a stop), not by a deadline, and
-        then the tokens are given back and the operation left.
-        """
-        try:
-            for _ in range(SPIN):        # a lock is held for about a microsecond: spin first
-                if lock.value:
-                    try:
-                        lock.acquire(0)
-                        return
-                    except posix_ipc.BusyError:
-                        pass
-            while True:
-                if self._stop:
-                    raise self._stopped()
-                if self._w[H_EPOCH] & 1:
-                    raise _Park
-                try:
-                    lock.acquire(WAIT_SLICE)
-                    return
-                except (posix_ipc.BusyError, posix_ipc.SignalError):
-                    pass
-        except BaseException:
-            for _ in range(held):
-                sem.release()
-            self._idle()
-            raise
-
-    def _park(self, deadline):
-        """Hold nothing, acknowledge the recovery, and wait until it is over."""
-        w, e = self._w, self._e
-        epoch = w[H_EPOCH]
-        if not epoch & 1:
-            return True                 # the recovery ended before we got here
-        w[e + E_ACK] = epoch
-        w[e + E_PHASE] = PARKED
-        started = time.monotonic()
-        try:
-            while w[H_EPOCH] == epoch:
-                if self._stop:
-                    raise self._stopped()
-                if w[H_STATE] == STOPPED:
-                    raise FifoClosed(self.name)
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                time.sleep(PARK_POLL)
-            return True
-        finally:
-            w[e + E_PHASE] = IDLE
-            self.blocked_s += time.monotonic() - started
-
-    def wait_ready(self, for_put, timeout, notify_fd):
-        """Wait until a put (``for_put``) or a get would find a token, and hold nothing when
-        returning: a token of ``empty``/``fill`` is taken by the protocol of an operation
-        (phase, fence, epoch) and given straight back; then 8 bytes are written to
-        ``notify_fd``. True if that happened within ``timeout`` seconds. For the asyncio
-        watchers (aio.py). The C fast path waits without the GIL and writes the wake-up
-        itself; a recovery or a state change is left to the Python code."""
-        self._enter()
-        try:
-            fast = self._fast
-            if fast is not None:
-                deadline = time.monotonic() + timeout
-                while not self._stop:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    done = fast.wait_ready(for_put, min(remaining, WAIT_SLICE), notify_fd)
-                    if done == 1:
-                        return True
-                    if done == -1:
-                        break                        # the Python code looks at why
-                timeout = max(0.0, deadline - time.monotonic())
-            if self._wait_ready(for_put, timeout):
-                try:
-                    os.write(notify_fd, b"\1\0\0\0\0\0\0\0")
-                except BlockingIOError:
-                    pass                             # a wake-up is pending already
-                return True
-            return False
-        finally:
-            self._active.pop()
-
-    def _wait_ready(self, for_put, timeout):
-        """wait_ready's Python path: the same protocol, parking through a recovery."""
-        w, e = self._w, self._e
-        sem = self._empty if for_put else self._fill
-        deadline = time.monotonic() + timeout
-        while True:
-            w[e + E_PHASE] = PUTTING if for_put else GETTING
-            _fence_acquire()
-            _fence_release()
-            try:
-                if w[H_EPOCH] & 1:
-                    raise _Park
-                state = w[H_STATE]
-                if self._stop or state == STOPPED or (for_put and state != RUNNING):
-                    self._refuse(for_put)
-                try:
-                    sem.acquire(0)
-                except posix_ipc.BusyError:
-                    blocked = BLOCKED_FULL if for_put else BLOCKED_EMPTY
-                    if not self._await_token(sem, deadline, blocked, for_put):
-                        self._idle()
-                        return False
-            except _Park:
-                self._idle()
-                if not self._park(deadline):
-                    return False
-                continue
-            except BaseException:
-                self._idle()
-                raise
-            sem.release()
-            self._idle()
-            return True
-
-    @staticmethod
-    def _deadline(block, timeout):
-        if not block:
-            return 0
-        if timeout is None:
-            return None
-        if timeout < 0:
-            raise UsageError("timeout", timeout, "use None, 0 or a positive number of seconds")
-        return time.monotonic() + timeout
+            buffer=self._seg.mm,
+            empty=names.sem_name(name, "empty"), fill=names.sem_name(name, "fill"),
+            put_lock=names.sem_name(name, "mutex"),
+            take_lock=names.sem_name(name, "take" if g.split_locks else "mutex"),
+            head=H_HEAD, tail=H_TAIL, debt=H_DEBT, state=H_STATE, epoch=H_EPOCH,
+            phase=e + E_PHASE, puts=e + E_PUTS, gets=e + E_GETS, inflight=e + E_INFLIGHT,
+            inflight_index=e + E_INFLIGHT_INDEX, inflight_n=e + E_INFLIGHT_N,
+            PUTTING=PUTTING, GETTING=GETTING, IDLE=IDLE, RUNNING=RUNNING, STOPPED=STOPPED,
+            PREPARED=PREPARED, TAKEN=TAKEN, NONE=NONE, TAG_BYTES=TAG_BYTES, TAG_STR=TAG_STR,
+            BLOCKED_FULL=BLOCKED_FULL, BLOCKED_EMPTY=BLOCKED_EMPTY,
+            slots=self._slots, record=self._record, slot_size=self._slot_size,
+            item_size=self.item_size, header_size=SLOT_HEADER_SIZE, tag_shift=TAG_SHIFT,
+            producer_word=S_PRODUCER, seq_word=S_SEQ, put_ns_word=S_PUT_NS,
+            nslots=self._nslots, pid=self.pid)
 
     # -- put --------------------------------------------------------------------------------
 
@@ -472,7 +193,7 @@ class Client:
         """Put one item; raise Full if no slot frees up in time."""
         fast = self._fast
         if fast is not None and not self._stop:
-            if not fast.put(item, self._seq + 1):
+            if fast.put(item, self._seq + 1):
                 self._seq += 1
                 return
         self._enter()
@@ -483,7 +204,7 @@ class Client:
             deadline = None if block and timeout is None else self._deadline(block, timeout)
             try:
                 self._put_run((record,), 0, deadline)      # the common case: one frame less
-            except _Park:
+            except Park:
                 self._put_records((record,), deadline)
         finally:
             self._active.pop()
@@ -532,7 +253,7 @@ class Client:
         while done < total:
             try:
                 done += self._put_run(records, done, deadline)
-            except _Park:
+            except Park:
                 try:
                     if not self._park(deadline):
                         break
@@ -557,10 +278,10 @@ class Client:
         empty = self._empty
         # Enter: publish the phase, fence, then read the epoch (the contract, above).
         w[e + E_PHASE] = PUTTING
-        _fence_acquire()
-        _fence_release()
+        fence_acquire()
+        fence_release()
         if w[H_EPOCH] & 1:
-            raise _Park
+            raise Park
         if self._stop or w[H_STATE] != RUNNING:
             self._refuse(True)
         try:
@@ -597,7 +318,7 @@ class Client:
             seq += 1
             n = len(payload)
             pack(b, off, n, tag, pid, seq, now)
-            b[off + 32:off + 32 + n] = payload
+            b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
             off += size
             if off == end:
                 off = slots
@@ -636,12 +357,13 @@ class Client:
             self._w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
             try:
                 self._take_run(1, deadline)                # the common case: one frame less
-            except _Park:
+            except Park:
                 self._take(1, deadline)
             off = self._record
-            word = self._w[off >> 3]                       # length | tag << 32 (SLOT_HEADER)
-            if (word >> 32) & 0xFFFF == TAG_BYTES:
-                return self._seg.mm[off + 32:off + 32 + (word & 0xFFFFFFFF)]
+            word = self._w[off >> 3]                       # the header's first word
+            if slot_tag(word) == TAG_BYTES:
+                off += SLOT_HEADER_SIZE
+                return self._seg.mm[off:off + slot_length(word)]
             return self._decode(off, False)
         finally:
             self._active.pop()
@@ -677,10 +399,11 @@ class Client:
             items = []
             for off in range(rec, rec + n * size, size):
                 length, tag, _, _, _ = unpack(b, off)
+                start = off + SLOT_HEADER_SIZE
                 if tag == TAG_BYTES:
-                    items.append(mm[off + 32:off + 32 + length])   # one copy, straight to bytes
+                    items.append(mm[start:start + length])   # one copy, straight to bytes
                 else:
-                    items.append((tag, bytes(b[off + 32:off + 32 + length])))
+                    items.append((tag, bytes(b[start:start + length])))
             return self._decode_batch(items)
         finally:
             self._active.pop()
@@ -700,11 +423,12 @@ class Client:
     def _decode(self, off, with_meta):
         b = self._b
         n, tag, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
+        start = off + SLOT_HEADER_SIZE
         if tag == TAG_BYTES:
-            item = self._seg.mm[off + 32:off + 32 + n]
+            item = self._seg.mm[start:start + n]
         else:
             try:
-                item = self._decode_item(tag, b[off + 32:off + 32 + n])
+                item = self._decode_item(tag, b[start:start + n])
             except UntrustedItem as refused:
                 refused.producer, refused.seq, refused.put_ns = producer, seq, put_ns
                 refused.args = (str(UntrustedItem(self.name, refused.payload, producer,
@@ -744,7 +468,7 @@ class Client:
         while True:
             try:
                 return self._take_run(max_items, deadline)
-            except _Park:
+            except Park:
                 if not self._park(deadline):
                     raise Empty(f"FIFO {self.name!r} is empty") from None
 
@@ -754,10 +478,10 @@ class Client:
         crash = self._crash
         fill = self._fill
         w[e + E_PHASE] = GETTING
-        _fence_acquire()
-        _fence_release()
+        fence_acquire()
+        fence_release()
         if w[H_EPOCH] & 1:
-            raise _Park
+            raise Park
         if self._stop or w[H_STATE] == STOPPED:
             self._refuse(False)
         try:
@@ -791,7 +515,7 @@ class Client:
         first = tail % nslots
         if got == 1:
             off = self._slots + first * size
-            n = min(32 + (w[off >> 3] & 0xFFFFFFFF), size)
+            n = min(SLOT_HEADER_SIZE + slot_length(w[off >> 3]), size)
             b[rec:rec + n] = b[off:off + n]
         else:
             run = min(got, nslots - first)        # slots up to the end of the ring

@@ -12,6 +12,7 @@ import time
 
 from .errors import FifoClosed, Stopped
 from .pacing import Pacer
+from .status import rate_text
 
 __all__ = ["Runner"]
 
@@ -58,7 +59,7 @@ class Runner:
         daemon_gone = False
         while not self._stopping:
             if fifo.rate != pacer.rate:
-                self.log.info("rate changed to %s", _rate_text(fifo.rate))
+                self.log.info("rate changed to %s", rate_text(fifo.rate))
                 pacer.set_rate(fifo.rate)
             n = pacer.wait()
             if n == 0:
@@ -69,10 +70,12 @@ class Runner:
             try:
                 did = self.step(fifo, n)
             except Stopped as stop:
-                self.done += getattr(stop, "done", 0)     # items of a batch cut short
+                # put_many may have committed part of a batch before it was stopped (the
+                # error's ``put`` says how many): those are in the FIFO and count.
+                self.done += getattr(stop, "put", 0)
                 break
             except FifoClosed as closed:
-                self.done += getattr(closed, "done", 0)
+                self.done += getattr(closed, "put", 0)
                 self.stop_reason = "the FIFO is shutting down"
                 break
             now = time.monotonic()
@@ -101,6 +104,3 @@ class Runner:
     def elapsed(self):
         return time.monotonic() - self.started
 
-
-def _rate_text(rate):
-    return "max" if rate is None else f"{rate:g}/s"

@@ -25,11 +25,11 @@ import posix_ipc
 
 from . import layout, names
 from .errors import ShmfifoError
-from .layout import (ACTIVE, E_ATTACHED, E_GETS, E_INFLIGHT, E_PHASE, E_PID, E_PUTS, E_RATE,
-                     E_ROLE, E_START, E_STATE, H_BLOCKER, H_DAEMON_PID, H_DEBT, H_EPOCH, H_HEAD,
-                     H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL)
+from .layout import H_BLOCKER, H_DAEMON_PID, H_DEBT, H_EPOCH, H_HEAD, H_RECOVERIES, H_REQUEUED, \
+    H_STATE, H_TAIL
 from .recovery import process_state
 from .segment import Segment
+from .table import entries
 
 __all__ = ["ClientStatus", "FifoStatus", "snapshot", "snapshot_all", "format_status",
            "format_list", "status_dict", "find_client"]
@@ -77,31 +77,26 @@ class FifoStatus:
     owner: int = -1           # uid owning the segment
 
 
-def _client(seg, index):
-    w, g = seg.words, seg.geometry
-    base = g.entry_offset(index) // 8
-    if w[base + E_STATE] != ACTIVE:
+def _client(entry):
+    if not entry.active:
         return None
-    pid = w[base + E_PID]
-    start = g.entry_offset(index) + layout.PARAM_OFFSET
-    param = bytes(seg.buf[start:start + layout.PARAM_BYTES]).rstrip(b"\0")
-    rate = seg.floats[base + E_RATE]
-    if not seg.entry_alive(index):
+    pid = entry.pid
+    rate = entry.rate
+    if not entry.alive():
         state = "dead (recovery pending)"
     else:
-        proc = process_state(pid, w[base + E_START])
+        proc = process_state(pid, entry.start)
         if proc == "stopped":
             state = "stopped"
         else:
-            state = layout.PHASE_NAMES.get(w[base + E_PHASE], "running")
+            state = layout.PHASE_NAMES.get(entry.phase, "running")
             if state in ("putting", "getting"):
                 state = "running"
-    inflight = w[base + layout.E_INFLIGHT_N] if w[base + E_INFLIGHT] != layout.NONE else 0
+    inflight = entry.inflight_n if entry.inflight != layout.NONE else 0
     return ClientStatus(
-        index=index, role=layout.ROLE_NAMES.get(w[base + E_ROLE], "client"), pid=pid,
-        item=param.decode("utf-8", "backslashreplace"),
-        rate=None if math.isinf(rate) else rate, puts=w[base + E_PUTS], gets=w[base + E_GETS],
-        state=state, in_flight=inflight, attached_ns=w[base + E_ATTACHED])
+        index=entry.index, role=entry.role_name, pid=pid, item=entry.param,
+        rate=None if math.isinf(rate) else rate, puts=entry.puts, gets=entry.gets,
+        state=state, in_flight=inflight, attached_ns=entry.attached)
 
 
 def snapshot(name):
@@ -130,7 +125,7 @@ def _read(seg):
     else:
         daemon = {layout.RUNNING: "running", layout.DRAINING: "draining",
                   layout.STOPPED: "stopping"}.get(w[H_STATE], "running")
-    clients = tuple(c for c in (_client(seg, i) for i in range(g.max_clients)) if c)
+    clients = tuple(c for c in map(_client, entries(seg)) if c)
     return FifoStatus(
         name=seg.name, capacity=g.capacity, item_size=g.item_size, max_clients=g.max_clients,
         batch_max=g.batch_max, split_locks=g.split_locks, items=max(0, head - tail),
@@ -153,12 +148,10 @@ def snapshot_all():
 
 
 def find_client(seg, pid):
-    """The index of the live client entry of ``pid``, or None."""
-    w, g = seg.words, seg.geometry
-    for index in range(g.max_clients):
-        base = g.entry_offset(index) // 8
-        if w[base + E_STATE] == ACTIVE and w[base + E_PID] == pid and seg.entry_alive(index):
-            return index
+    """The live client entry of ``pid``, or None."""
+    for entry in entries(seg):
+        if entry.active and entry.pid == pid and entry.alive():
+            return entry
     return None
 
 

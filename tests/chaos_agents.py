@@ -12,7 +12,7 @@ import signal
 import sys
 
 import shmfifo
-from procs import attach_patiently as attach
+from procs import AGENT_READY, attach_patiently as attach
 
 
 def main(role, name, ident, path):
@@ -27,7 +27,7 @@ def main(role, name, ident, path):
     signal.signal(signal.SIGTERM, stop)
     q = attach(name)
     handle.append(q)
-    print("ready", flush=True)
+    print(AGENT_READY, flush=True)
     with open(path, "a", buffering=1) as log, q:
         seq = 0
         while not stopping:

@@ -25,7 +25,7 @@ import sys
 import threading
 
 import shmfifo
-from procs import attach_patiently as attach
+from procs import AGENT_READY, attach_patiently as attach
 
 BATCH = 8           # most items a producer unit puts in one call
 
@@ -168,7 +168,7 @@ def main(role, style, name, ident, directory):
                             args=(role, q, f"{ident}.c0", path("c0"), os.getpid()))
         child.start()
         children.append(child.pid)
-    print("ready", flush=True)
+    print(AGENT_READY, flush=True)
 
     if style == "async":
         asyncio.run(run_async(role, q, ident, directory, stop))

@@ -4,10 +4,13 @@
 Every wait takes a timeout; the default comes from ``WAIT``.
 """
 
+import itertools
 import json
 import os
 import queue
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +19,14 @@ import time
 
 WAIT = 10.0          # default bound of any single wait in a test, seconds
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The daemon's readiness: its one "ready" line (stderr), as cli.py writes it.
+READY = r"ready: FIFO"
+# A test agent's (chaos_agents.py, mix_agents.py): the line it prints once attached.
+AGENT_READY = "ready"
+# Every log line, in the one format of log.py.
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
+                  r"(?P<role>fifo|producer|consumer|demo)\[(?P<pid>\d+)\]: "
+                  r"(?P<level>warning: |error: )?(?P<message>\S.*)$")
 
 
 def wait_until(predicate, what="condition", timeout=WAIT, interval=0.02):
@@ -164,7 +175,7 @@ class Procs:
     def daemon(self, name, *options, env=None):
         """Start a FIFO daemon and wait until it is ready."""
         proc = self.spawn("fifo", "--name", name, *options, env=env)
-        proc.wait_for(r"ready: FIFO")
+        proc.wait_for(READY)
         return proc
 
     def reap(self):
@@ -203,3 +214,145 @@ def attach_patiently(name):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+# -- reading a FIFO's state and a consumer's output ---------------------------------------------
+
+def records(proc):
+    """The JSON records a ``consumer --json`` printed."""
+    return [json.loads(line) for line in proc.out if line.startswith("{")]
+
+
+def client_of(st, pid):
+    """The client of ``pid`` in a status dict, or None."""
+    found = [c for c in st["clients"] if c["pid"] == pid]
+    return found[0] if found else None
+
+
+def state_of(name, pid):
+    """The state ``status`` shows for client ``pid`` of FIFO ``name`` (None if absent)."""
+    c = client_of(status_of(name), pid)
+    return c and c["state"]
+
+
+def assert_consistent(st, expected_items=None):
+    """The semaphores equal what the ring holds (fill = items, empty = the free slots, locks
+    free) and no dead entry is left. ``st`` is a status dict or a FIFO name."""
+    if isinstance(st, str):
+        st = status_of(st)
+    sems = st["semaphores"]
+    assert sems["fill"] == st["items"], st
+    assert sems["empty"] == max(0, st["capacity"] - st["items"]), st
+    assert sems["mutex"] == 1, st
+    if "take" in sems:
+        assert sems["take"] == 1, st
+    assert not [c for c in st["clients"] if c["state"].startswith("dead")], st
+    if expected_items is not None:
+        assert st["items"] == expected_items, st
+    return st
+
+
+def settle(name):
+    """Wait until a FIFO with no clients is consistent (a recovery may still be running)."""
+    def ok():
+        st = status_of(name)
+        return (not st["clients"] and st["daemon"] == "running"
+                and st["semaphores"]["fill"] == st["items"]
+                and st["semaphores"]["mutex"] == 1 and st)
+    return wait_until(ok, what=f"FIFO {name} to settle")
+
+
+def drain(procs, name, expected):
+    """Take exactly ``expected`` items with a fresh consumer; return its records."""
+    if expected == 0:
+        return []
+    consumer = procs.spawn("consumer", "--fifo", name, "rate=max", f"count={expected}",
+                           "--json")
+    assert consumer.wait() == 0, consumer.err
+    return records(consumer)
+
+
+def stop(proc, timeout=WAIT):
+    """SIGTERM ``proc`` and check it exits 0."""
+    proc.signal(signal.SIGTERM)
+    code = proc.wait(timeout)
+    assert code == 0, proc.err[-5:]
+    return code
+
+
+def holder_code(name, hold_file):
+    """A library client that takes one item, reports it, and holds it without acking."""
+    return (
+        "import shmfifo, sys, time\n"
+        f"q = shmfifo.attach({name!r})\n"
+        "item = q.get(timeout=10)\n"
+        f"open({hold_file!r}, 'w').write(str(item))\n"
+        "time.sleep(60)\n"
+    )
+
+
+# -- a real terminal ------------------------------------------------------------------------------
+
+_sockets = itertools.count()
+TMUX = shutil.which("tmux")
+
+
+def __getattr__(name):
+    # needs_tmux is made on first use, so that the test agents importing this module do not
+    # pay for importing pytest.
+    if name == "needs_tmux":
+        import pytest
+        return pytest.mark.skipif(TMUX is None, reason="tmux is not installed: the live view "
+                                                       "is tested in a tmux pane")
+    raise AttributeError(name)
+
+ESC = "\x1b"
+
+
+class Tmux:
+    """A command in a detached 80x24 tmux pane on a private server (its own socket).
+
+    After the command, the pane prints ``EXIT=<code>`` and whether the terminal is back in
+    canonical mode with echo (``MODES=icanon echo``), then stays open to be read.
+    """
+
+    def __init__(self, command, width=80, height=24):
+        self.socket = f"shmfifo-test-{os.getpid()}-{next(_sockets)}"
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("TMUX", None)
+        shell = (f"{command}; echo EXIT=$?; "
+                 f"echo MODES=$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon "
+                 f"-e echo -e -echo | tr '\\n' ' '); sleep 60")
+        self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t",
+                   shell, env=env)
+
+    def _tmux(self, *args, env=None):
+        return subprocess.run([TMUX, "-u", "-L", self.socket, "-f", "/dev/null", *args],
+                              env=env, capture_output=True, text=True, timeout=WAIT,
+                              check=True).stdout
+
+    def screen(self):
+        return self._tmux("capture-pane", "-p", "-t", "t")
+
+    def wait_for(self, check, timeout=WAIT, what=""):
+        """Poll the screen until ``check(screen)`` is true; return the screen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the screen never showed {what or check} within "
+                                     f"{timeout} s; it shows:\n{screen}")
+            time.sleep(0.1)
+
+    def keys(self, *keys):
+        self._tmux("send-keys", "-t", "t", *keys)
+
+    def close(self):
+        subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True,
+                       timeout=WAIT)
+
+
+def shmfifo_command(*args):
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "shmfifo", *map(str, args)))

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from procs import WAIT, Proc, log_lines, status_of as status
+from procs import AGENT_READY, WAIT, Proc, log_lines, status_of as status
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECONDS = float(os.environ.get("SHMFIFO_CHAOS_SECONDS", "25"))
@@ -76,7 +76,7 @@ def test_chaos(procs, fifo_name, tmp_path):
 
     # Stop the producers, let the consumers drain, stop the consumers.
     for role, ident, proc, path in clients.values():
-        proc.wait_for("ready", timeout=30)
+        proc.wait_for(AGENT_READY, timeout=30)
     for role, ident, proc, path in clients.values():
         if role == "producer":
             proc.signal()

@@ -7,14 +7,14 @@ printing it and before acknowledging it, the semaphores equal what the ring hold
 dead client's entry is free again.
 """
 
-import json
 import os
 import signal
 import time
 
 import pytest
 
-from procs import status_of as status, summary, wait_until
+from procs import (assert_consistent, drain, holder_code, records, settle, status_of as status,
+                   summary, wait_until)
 
 PUT_STEPS = {
     # step: is the dying put's item committed (present in the ring) afterwards?
@@ -31,45 +31,6 @@ GET_STEPS = {
 RECOVERY_STEPS = ["recovery.epoch", "recovery.quiescent", "recovery.journal",
                   "recovery.copied", "recovery.tail", "recovery.record", "recovery.reset",
                   "recovery.freed"]
-
-
-def records(proc):
-    return [json.loads(line) for line in proc.out if line.startswith("{")]
-
-
-def assert_consistent(name, expected_items=None):
-    """Semaphores equal what the ring holds, and no dead entry is left."""
-    st = status(name)
-    sems = st["semaphores"]
-    assert sems["fill"] == st["items"], st
-    assert sems["empty"] == max(0, st["capacity"] - st["items"]), st
-    assert sems["mutex"] == 1, st
-    if "take" in sems:
-        assert sems["take"] == 1, st
-    assert not [c for c in st["clients"] if c["state"].startswith("dead")], st
-    if expected_items is not None:
-        assert st["items"] == expected_items, st
-    return st
-
-
-def settle(name):
-    """Wait until a FIFO with no clients is consistent (a recovery may still be running)."""
-    def ok():
-        st = status(name)
-        return (not st["clients"] and st["daemon"] == "running"
-                and st["semaphores"]["fill"] == st["items"]
-                and st["semaphores"]["mutex"] == 1 and st)
-    return wait_until(ok, what=f"FIFO {name} to settle")
-
-
-def drain(procs, name, expected):
-    """Take exactly ``expected`` items with a fresh consumer; return its records."""
-    if expected == 0:
-        return []
-    consumer = procs.spawn("consumer", "--fifo", name, "rate=max", f"count={expected}",
-                           "--json")
-    assert consumer.wait() == 0, consumer.err
-    return records(consumer)
 
 
 # The victim runs the C fast path (shmfifo/_fastpath.c) or the pure-Python path: both have
@@ -180,17 +141,6 @@ def test_daemon_killed_at_recovery_step(procs, fifo_name, step):
     assert restarted.wait() == 0
 
 
-def _holder(name, hold_file):
-    """A library client that takes one item, reports it, and holds it without acking."""
-    return (
-        "import shmfifo, sys, time\n"
-        f"q = shmfifo.attach({name!r})\n"
-        "item = q.get(timeout=10)\n"
-        f"open({hold_file!r}, 'w').write(str(item))\n"
-        "time.sleep(60)\n"
-    )
-
-
 def test_two_clients_dying_together(procs, fifo_name, tmp_path):
     daemon = procs.daemon(fifo_name, "--size", "8")
     producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max", "count=6")
@@ -198,7 +148,7 @@ def test_two_clients_dying_together(procs, fifo_name, tmp_path):
     holders = []
     for k in range(2):
         path = str(tmp_path / f"held{k}")
-        holders.append((procs.python(_holder(fifo_name, path)), path))
+        holders.append((procs.python(holder_code(fifo_name, path)), path))
         wait_until(lambda: os.path.exists(path) and open(path).read(), what="a held item")
     for proc, _ in holders:
         os.kill(proc.pid, signal.SIGKILL)
@@ -258,7 +208,7 @@ def test_pid_reuse_does_not_fool_the_daemon(procs, fifo_name, tmp_path):
     os.kill(daemon.pid, signal.SIGKILL)
     assert daemon.wait() == -signal.SIGKILL
     held = str(tmp_path / "held")
-    holder = procs.python(_holder(fifo_name, held).replace(
+    holder = procs.python(holder_code(fifo_name, held).replace(
         "q = shmfifo.attach", "import shmfifo.segment as s; s.Segment.daemon_alive = "
         "lambda self: True\nq = shmfifo.attach"))
     wait_until(lambda: os.path.exists(held) and open(held).read(), what="a held item")

@@ -6,11 +6,9 @@ import signal
 
 import pytest
 
-from procs import WAIT
+from procs import LINE, WAIT, Tmux, needs_tmux, shmfifo_command
 from shmfifo import names
 from shmfifo.segment import unlink_names
-from test_log import LINE
-from test_watch import Tmux, needs_tmux, shmfifo_command
 
 SUMMARY_ROW = re.compile(r"^\s+(\d+)\s+'([ab])'\s+([\d.]+)/s\s+(\d+)\s+(\d+)$", re.M)
 DEMO_PIDS = re.compile(r"started (?:producer|consumer) (\d+)")

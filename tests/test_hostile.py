@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 
-from procs import WAIT, status_of, wait_until
+from procs import READY, WAIT, status_of, wait_until
 from shmfifo import names
 from shmfifo.segment import unlink_names
 
@@ -173,7 +173,7 @@ def test_another_user_cleaning_my_fifo_gets_one_line(nobody, procs, fifo_name):
 
 def test_adopting_a_segment_wider_than_asked_is_refused(procs, fifo_name):
     daemon = procs.daemon(fifo_name, "--mode", "666", "--keep")
-    assert "mode 0666" in daemon.wait_for("ready")
+    assert "mode 0666" in daemon.wait_for(READY)
     daemon.signal()
     assert daemon.wait() == 0
     line = one_line_error(shmfifo("fifo", "--name", fifo_name), 1)
@@ -308,7 +308,7 @@ def test_the_ready_line_reports_the_mode_the_objects_have(procs, fifo_name):
         daemon = procs.daemon(fifo_name, "--mode", "660")
     finally:
         os.umask(old)
-    assert "mode 0660" in daemon.wait_for("ready")
+    assert "mode 0660" in daemon.wait_for(READY)
     assert stat.S_IMODE(os.stat(names.shm_path(fifo_name)).st_mode) == 0o660
     daemon.signal()
     assert daemon.wait() == 0

@@ -6,42 +6,13 @@ checks delivery from the consumers' ``--json`` lines and the producers' summarie
 """
 
 import json
-import signal
 from collections import defaultdict
 
 import pytest
 
-from procs import WAIT, status_json, status_of as snap, summary, wait_until
+from procs import (assert_consistent, client_of as client, records, state_of, status_json,
+                   status_of as snap, stop, summary, wait_until)
 
-
-
-def client(st, pid):
-    found = [c for c in st["clients"] if c["pid"] == pid]
-    return found[0] if found else None
-
-
-def state_of(name, pid):
-    c = client(snap(name), pid)
-    return c and c["state"]
-
-
-def records(consumer):
-    return [json.loads(line) for line in consumer.out]
-
-
-def stop(proc, timeout=WAIT):
-    proc.signal(signal.SIGTERM)
-    code = proc.wait(timeout)
-    assert code == 0, proc.err[-5:]
-    return code
-
-
-def assert_consistent(st):
-    """The semaphores agree with the ring: empty + fill == capacity, fill == items."""
-    sems = st["semaphores"]
-    assert sems["empty"] + sems["fill"] == st["capacity"], st
-    assert sems["fill"] == st["items"], st
-    assert sems["mutex"] == 1, st
 
 
 def assert_exactly_once_in_order(consumers, put_counts):

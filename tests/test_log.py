@@ -6,15 +6,11 @@ import time
 
 import pytest
 
-from procs import WAIT
+from procs import LINE, WAIT
 from shmfifo import status
 from shmfifo.errors import FifoNotFound
 
 # 2026-11-26 23:58:25.123 producer[4711]: attached to 'lab' (item='a', rate=5/s)
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
-                  r"(?P<role>fifo|producer|consumer|demo)\[(?P<pid>\d+)\]: "
-                  r"(?P<level>warning: |error: )?(?P<message>\S.*)$")
-
 
 def messages(proc, role):
     """The messages of every stderr line of ``proc``, each checked against the format."""

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from procs import WAIT, Proc, log_lines as lines, status_of as status
+from procs import AGENT_READY, WAIT, Proc, log_lines as lines, status_of as status
 from mix_agents import BATCH
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,7 +51,7 @@ def test_mixed_clients_killed_at_random_lose_nothing(procs, fifo_name, tmp_path,
         time.sleep(rng.uniform(0.3, 0.8))
         slot = rng.choice(sorted(agents))
         role, style, ident, proc = agents[slot]
-        proc.wait_for("ready", timeout=30)
+        proc.wait_for(AGENT_READY, timeout=30)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         killed.append((role, ident))
@@ -59,7 +59,7 @@ def test_mixed_clients_killed_at_random_lose_nothing(procs, fifo_name, tmp_path,
         spawn(slot, role)
 
     for role, style, ident, proc in agents.values():
-        proc.wait_for("ready", timeout=30)
+        proc.wait_for(AGENT_READY, timeout=30)
     for stop_role in ("producer", "consumer"):
         for role, style, ident, proc in agents.values():
             if role == stop_role:

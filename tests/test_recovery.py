@@ -10,8 +10,7 @@ import posix_ipc
 import pytest
 
 from shmfifo import names
-from procs import WAIT, status_of as status, wait_until
-from test_crash_windows import assert_consistent, drain, records
+from procs import WAIT, assert_consistent, drain, holder_code, records, status_of as status, wait_until
 
 
 def shmfifo(*args):
@@ -305,12 +304,11 @@ def test_permissions_owner_only_by_default_and_group_on_request(procs, fifo_name
 def test_requeue_onto_a_full_ring_uses_a_spare_slot_and_debt(procs, fifo_name, tmp_path):
     """A consumer dies holding an item after its slot was refilled: the re-queue makes the
     ring hold capacity + 1 items (in a spare slot), and `debt` stands for the missing token."""
-    from test_crash_windows import _holder
     daemon = procs.daemon(fifo_name, "--size", "4")
     assert procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max",
                        "count=4").wait() == 0
     held = str(tmp_path / "held")
-    holder = procs.python(_holder(fifo_name, held))
+    holder = procs.python(holder_code(fifo_name, held))
     wait_until(lambda: os.path.exists(held) and open(held).read(), what="a held item")
     assert procs.spawn("producer", "--fifo", fifo_name, "item=q", "rate=max",
                        "count=1").wait() == 0        # the freed slot is filled again

@@ -14,16 +14,12 @@ from collections import defaultdict
 
 import pytest
 
-from procs import WAIT, status_json, status_of as snap, summary, wait_until
+from procs import (WAIT, assert_consistent, state_of, status_json, status_of as snap, stop,
+                   summary, wait_until)
 from shmfifo import names
 
 PROMPT = 2.0          # "exits promptly": seconds from the signal to the exit
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
-
-
-def state_of(name, pid):
-    found = [c for c in snap(name)["clients"] if c["pid"] == pid]
-    return found[0]["state"] if found else None
 
 
 def signal_and_time_exit(proc, signum):
@@ -34,22 +30,10 @@ def signal_and_time_exit(proc, signum):
     return code, time.monotonic() - started
 
 
-def assert_no_token_lost(st):
-    sems = st["semaphores"]
-    assert sems["empty"] + sems["fill"] == st["capacity"], st
-    assert sems["fill"] == st["items"], st
-    assert sems["mutex"] == 1, st
-
-
 def assert_names_gone(name):
     left = [e for e in os.listdir(names.SHM_DIR)
             if e == names.PREFIX + name or e.startswith("sem." + names.PREFIX + name + ".")]
     assert left == []
-
-
-def stop(proc):
-    proc.signal(signal.SIGTERM)
-    assert proc.wait() == 0, proc.err[-5:]
 
 
 # -- clients -----------------------------------------------------------------------------------
@@ -70,7 +54,7 @@ def test_a_producer_blocked_on_full_stops_cleanly(procs, fifo_name, signum):
     st = status_json(procs, fifo_name)
     assert st["clients"] == []
     assert st["items"] == 4
-    assert_no_token_lost(st)
+    assert_consistent(st)
     # The FIFO still works: a consumer takes what the producer left.
     consumer = procs.spawn("consumer", "--fifo", fifo_name, "rate=max", "count=4")
     assert consumer.wait() == 0
@@ -94,7 +78,7 @@ def test_a_consumer_blocked_on_empty_stops_cleanly(procs, fifo_name, signum):
     st = status_json(procs, fifo_name)
     assert st["clients"] == []
     assert st["items"] == 0
-    assert_no_token_lost(st)
+    assert_consistent(st)
     # The stopped get took no fill token: an item put now is there for the next consumer.
     producer = procs.spawn("producer", "--fifo", fifo_name, "item=kept", "count=1")
     assert producer.wait() == 0
@@ -123,7 +107,7 @@ def test_a_slow_client_between_two_items_stops_promptly(procs, fifo_name, role, 
     assert summary(proc)["n"] == "1"
     st = status_json(procs, fifo_name)
     assert (st["clients"], st["items"]) == ([], 1)
-    assert_no_token_lost(st)
+    assert_consistent(st)
     stop(daemon)
 
 

@@ -1,73 +1,11 @@
 """The live view, ``shmfifo status NAME --watch``: on a real terminal (tmux), and as plain
 snapshots when the output is not a terminal."""
 
-import itertools
-import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
-import time
 
-import pytest
-
-from procs import REPO, WAIT
-
-_sockets = itertools.count()
-TMUX = shutil.which("tmux")
-needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed: the live view "
-                                                     "is tested in a tmux pane")
-ESC = "\x1b"
-
-
-class Tmux:
-    """A command in a detached 80x24 tmux pane on a private server (its own socket).
-
-    After the command, the pane prints ``EXIT=<code>`` and whether the terminal is back in
-    canonical mode with echo (``MODES=icanon echo``), then stays open to be read.
-    """
-
-    def __init__(self, command, width=80, height=24):
-        self.socket = f"shmfifo-test-{os.getpid()}-{next(_sockets)}"
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        env.pop("TMUX", None)
-        shell = (f"{command}; echo EXIT=$?; "
-                 f"echo MODES=$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon "
-                 f"-e echo -e -echo | tr '\\n' ' '); sleep 60")
-        self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t",
-                   shell, env=env)
-
-    def _tmux(self, *args, env=None):
-        return subprocess.run([TMUX, "-u", "-L", self.socket, "-f", "/dev/null", *args],
-                              env=env, capture_output=True, text=True, timeout=WAIT,
-                              check=True).stdout
-
-    def screen(self):
-        return self._tmux("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, check, timeout=WAIT, what=""):
-        """Poll the screen until ``check(screen)`` is true; return the screen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if check(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the screen never showed {what or check} within "
-                                     f"{timeout} s; it shows:\n{screen}")
-            time.sleep(0.1)
-
-    def keys(self, *keys):
-        self._tmux("send-keys", "-t", "t", *keys)
-
-    def close(self):
-        subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True,
-                       timeout=WAIT)
-
-
-def shmfifo_command(*args):
-    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "shmfifo", *map(str, args)))
+from procs import ESC, REPO, WAIT, Tmux, needs_tmux, shmfifo_command
 
 
 def rows_by_pid(screen):

@@ -1,6 +1,6 @@
 """How long survivors stall when a client is SIGKILLed holding the mutex.
 
-    $ .venv/bin/python -m bench.recovery
+    $ .venv/bin/python -m bench.recovery_stall
     survivors moving again after a SIGKILL of the mutex holder (ms, 10 trials):
       median 18, max 41: [41, 19, 16, 10, 23, 36, 13, 17, 15, 29]
 
@@ -75,7 +75,7 @@ def trial(name):
 
 
 def main():
-    times = [trial(f"bench.recovery.{os.getpid()}.{k}") for k in range(TRIALS)]
+    times = [trial(f"bench.recovery_stall.{os.getpid()}.{k}") for k in range(TRIALS)]
     print(f"survivors moving again after a SIGKILL of the mutex holder (ms, {TRIALS} trials):")
     print(f"  median {statistics.median(times):.0f}, max {max(times):.0f}: "
           f"{[round(t) for t in times]}")

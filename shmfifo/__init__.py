@@ -12,7 +12,7 @@ The lab's exported symbols, as a Python API::
 from .daemon import FifoDaemon, StopReport, serve
 from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClosed, FifoExists,
                      FifoNotFound, ForeignFifo, Full, HandleClosed, ItemTooLarge, NoFreeEntry,
-                     NoSpace, ShmfifoError, Stopped, UntrustedItem, UsageError)
+                     NoSpace, ShmfifoError, Stopped, UntrustedItem, UsageError, CorruptItem)
 from .names import DEFAULT_NAME
 from .handle import Fifo, attach
 from .ring import Message
@@ -21,5 +21,5 @@ __all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DE
            "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
            "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed",
            "Stopped", "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace",
-           "UntrustedItem"]
+           "UntrustedItem", "CorruptItem"]
 __version__ = "0.1.0"  # the only copy: pyproject.toml reads it (tool.setuptools.dynamic)

@@ -7,10 +7,10 @@
  *   put: phase = PUTTING, fence, epoch even and state RUNNING?, trywait(empty) for each slot,
  *        trywait(put_lock), write the slots, head += n (commit), post(put_lock), post(fill)
  *        n times, puts = last seq, phase = IDLE
- *   get: ack the previous record, phase = GETTING, fence, epoch even and state not STOPPED?,
- *        trywait(fill) for each item, trywait(take_lock), record PREPARED at tail, copy the
- *        slots into the record, tail += n (commit), record TAKEN, pay debt, post(take_lock),
- *        post(empty) for each slot not paid as debt, gets += n, phase = IDLE
+ *   get: ack the previous record, phase = GETTING, fence, epoch even and state RUNNING or
+ *        DRAINING?, trywait(fill) for each item, trywait(take_lock), record PREPARED at
+ *        tail, copy the slots into the record, tail += n (commit), record TAKEN, pay debt,
+ *        post(take_lock), post(empty) for each slot not paid as debt, gets += n, phase = IDLE
  *
  * Whenever a step would have to wait (no token, lock busy, a recovery, a state change), it
  * gives back what it took, sets the phase back to IDLE and returns None: the Python code then
@@ -68,15 +68,19 @@ static inline void cpu_relax(void) {
  * the Python path's). Read once, when the module is imported; unset, each is one branch. */
 static char crash_step[64];
 static long crash_left;
+static int crash_signal = SIGKILL;     /* SHMFIFO_CRASH_SIGNAL=STOP: SIGSTOP (crashpoints.py) */
 
 static void crash(const char *step) {
     if (crash_left > 0 && strcmp(step, crash_step) == 0 && --crash_left == 0)
-        kill(getpid(), SIGKILL);
+        kill(getpid(), crash_signal);
 }
 
 #define CRASH(step) do { if (crash_left) crash(step); } while (0)
 
 static void crash_init(void) {
+    const char *sig = getenv("SHMFIFO_CRASH_SIGNAL");
+    if (sig != NULL && strcmp(sig, "STOP") == 0)
+        crash_signal = SIGSTOP;
     const char *spec = getenv("SHMFIFO_CRASH_AT");
     if (spec == NULL || *spec == '\0')
         return;
@@ -310,7 +314,8 @@ static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items) {
     STORE(self->e_inflight, self->none);          /* the previous take is acknowledged */
     STORE(self->e_phase, self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if ((LOAD(self->h_epoch) & 1) || LOAD(self->h_state) == self->stopped)
+    uint64_t state = LOAD(self->h_state);   /* takes run while running or draining */
+    if ((LOAD(self->h_epoch) & 1) || state >= self->stopped || state < self->running)
         goto slow;
     if (try_spin(self->fill) != 0)
         goto slow;
@@ -365,22 +370,34 @@ slow:
 }
 
 /* Item i of the in-flight record, copied out of shared memory while the take's caller still
- * holds the GIL: bytes or str, or for another type a (tag, payload bytes) pair that Python
- * decodes (items.decode) without reading the record again, which another thread may have
- * released by then. *raw is set to 1 for such a pair. */
+ * holds the GIL: bytes or str; or, for any other type and for anything that is not a clean
+ * bytes or str item (a length beyond the item size, bytes that are not UTF-8), a raw tuple
+ * (tag, payload, length, producer, seq) for Python to decode or reject (Client._item) without
+ * reading the record again, which another thread may have released by then. The payload is
+ * never read past the slot, whatever the length word says. *raw is set to 1 for a tuple. */
 static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
     char *slot = self->base + self->record + i * self->slot_size;
-    uint64_t word = ((uint64_t *)slot)[0];
-    Py_ssize_t length = (Py_ssize_t)(word & ((1ull << self->tag_shift) - 1));
-    uint64_t tag = (word >> self->tag_shift) & 0xFFFF;
-    if (length > self->slot_size - self->header)
-        length = self->slot_size - self->header;
-    if (tag == self->tag_bytes)
-        return PyBytes_FromStringAndSize(slot + self->header, length);
-    if (tag == self->tag_str)
-        return PyUnicode_DecodeUTF8(slot + self->header, length, "surrogatepass");
+    uint64_t *hdr = (uint64_t *)slot;
+    uint64_t length = hdr[0] & ((1ull << self->tag_shift) - 1);
+    uint64_t tag = (hdr[0] >> self->tag_shift) & 0xFFFF;
+    if (length <= (uint64_t)self->item_size) {
+        if (tag == self->tag_bytes)
+            return PyBytes_FromStringAndSize(slot + self->header, (Py_ssize_t)length);
+        if (tag == self->tag_str) {
+            PyObject *text = PyUnicode_DecodeUTF8(slot + self->header, (Py_ssize_t)length,
+                                                  "surrogatepass");
+            if (text != NULL || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                return text;
+            PyErr_Clear();
+        }
+    }
+    Py_ssize_t readable = (Py_ssize_t)(length < (uint64_t)(self->slot_size - self->header)
+                                       ? length : (uint64_t)(self->slot_size - self->header));
     *raw = 1;
-    return Py_BuildValue("(Ky#)", (unsigned long long)tag, slot + self->header, length);
+    return Py_BuildValue("(Ky#KKK)", (unsigned long long)tag, slot + self->header, readable,
+                         (unsigned long long)length,
+                         (unsigned long long)hdr[self->producer_word],
+                         (unsigned long long)hdr[self->seq_word]);
 }
 
 /* A Ring that is closed (its handle was closed by another thread between the caller's look at
@@ -438,8 +455,9 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromSsize_t(done);
 }
 
-/* get() -> the bytes or str taken, a (tag, payload) pair for another type (taken; Python
- * decodes it), or None (the slow path must do it; only the previous acknowledgement happened) */
+/* get() -> the bytes or str taken, a raw tuple for anything else (taken; Python decodes it,
+ * see record_item), or None (the slow path must do it; only the previous acknowledgement
+ * happened) */
 static PyObject *ring_get(Ring *self, PyObject *unused) {
     if (NOT_USABLE(self) || !take_section(self, 1))
         Py_RETURN_NONE;
@@ -448,8 +466,8 @@ static PyObject *ring_get(Ring *self, PyObject *unused) {
 }
 
 /* get_many(max_items) -> the 1..max_items items taken in one lock section: a list when all are
- * bytes or str, a tuple when some are (tag, payload) pairs for Python to decode; or None (slow
- * path). max_items must not exceed the in-flight record's size. */
+ * bytes or str, a tuple when some are raw tuples for Python to decode (see record_item); or
+ * None (slow path). max_items must not exceed the in-flight record's size. */
 static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     Py_ssize_t max_items = PyLong_AsSsize_t(arg);
     if (max_items < 1) {
@@ -504,7 +522,8 @@ static PyObject *ring_wait_ready(Ring *self, PyObject *const *args, Py_ssize_t n
     STORE(self->e_phase, for_put ? self->putting : self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint64_t state = LOAD(self->h_state);
-    if ((LOAD(self->h_epoch) & 1) || (for_put ? state != self->running : state == self->stopped)) {
+    if ((LOAD(self->h_epoch) & 1) ||
+        (for_put ? state != self->running : (state >= self->stopped || state < self->running))) {
         STORE(self->e_phase, self->idle);
         Py_RETURN_NONE;
     }
@@ -546,7 +565,7 @@ static PyMethodDef ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
      "put(item, seq) -> True if put, None if the slow path must do it"},
     {"get", (PyCFunction)ring_get, METH_NOARGS,
-     "get() -> the bytes or str taken, a (tag, payload) pair to decode, or None"},
+     "get() -> the bytes or str taken, a raw tuple to decode, or None"},
     {"put_many", (PyCFunction)(void (*)(void))ring_put_many, METH_FASTCALL,
      "put_many(items: list, start, seq) -> how many were put, or None (the slow path must)"},
     {"get_many", (PyCFunction)ring_get_many, METH_O,

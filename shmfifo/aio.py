@@ -31,7 +31,13 @@ WATCH_SLICE = 1.0
 
 
 class _Watcher:
-    """Wakes the coroutines of one loop waiting for one direction of one handle."""
+    """Wakes the coroutines of one loop waiting for one direction of one handle.
+
+    The wake-up pipe's read end belongs to the loop (closed when the watcher closes, in the
+    loop's thread); its write end to the watcher thread, and is closed only once the watcher
+    is closed and its thread has ended, so that no write can ever land in a descriptor that
+    was closed and reused.
+    """
 
     def __init__(self, handle, loop, for_put):
         self.handle = handle
@@ -41,7 +47,8 @@ class _Watcher:
         self.armed = threading.Event()
         self.closed = False
         self.error = None
-        self.thread = None
+        self._lock = threading.Lock()
+        self._running = False
         # The watcher writes to this pipe (from C without the GIL, on the fast path) and the
         # loop reads it: one wake-up costs no Python code in the watcher.
         self._wake_r, self._wake_w = os.pipe()
@@ -50,11 +57,12 @@ class _Watcher:
         loop.add_reader(self._wake_r, self._on_wake)
 
     def arm(self):
-        if self.thread is None:
-            kind = "put" if self.for_put else "get"
-            self.thread = threading.Thread(target=self._run, daemon=True,
-                                           name=f"shmfifo-{kind}-watcher-{self.handle.name}")
-            self.thread.start()
+        with self._lock:
+            if not self._running and not self.closed:
+                kind = "put" if self.for_put else "get"
+                self._running = True
+                threading.Thread(target=self._run, daemon=True,
+                                 name=f"shmfifo-{kind}-watcher-{self.handle.name}").start()
         self.armed.set()
 
     def _run(self):
@@ -79,16 +87,19 @@ class _Watcher:
         except (Stopped, HandleClosed):
             pass       # the handle is closing
         except ShmfifoError as error:       # no free entry for the watcher, say
-            self.error = error
+            self.error = error              # raised once to a waiter; the next arm retries
             self._notify()
         finally:
-            os.close(self._wake_w)
+            with self._lock:
+                self._running = False
+                if self.closed:
+                    os.close(self._wake_w)
 
     def _notify(self):
         try:
             os.write(self._wake_w, b"\1")
-        except BlockingIOError:
-            pass
+        except (BlockingIOError, BrokenPipeError):
+            pass                  # a wake-up is pending, or the loop's end is closed
 
     def _on_wake(self):
         try:
@@ -106,19 +117,41 @@ class _Watcher:
                 return
 
     def close(self):
-        self.closed = True
+        """Stop the watcher and let every waiting coroutine try once more (and find the
+        handle closed). From any thread; the loop's part runs in the loop's thread."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if not self._running:
+                os.close(self._wake_w)
         self.armed.set()
+        loop = self.loop
+        if loop.is_closed():
+            os.close(self._wake_r)       # nothing can wait on a closed loop
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._close_in_loop()
+        else:
+            loop.call_soon_threadsafe(self._close_in_loop)
+
+    def _close_in_loop(self):
         try:
             self.loop.remove_reader(self._wake_r)
-        except Exception:
-            pass      # the loop is closed already
-        os.close(self._wake_r)
-        if self.thread is None:
-            os.close(self._wake_w)
+        finally:
+            os.close(self._wake_r)
+        while self.waiters:
+            future = self.waiters.popleft()
+            if not future.done():
+                future.set_result(True)
 
 
 class State:
-    """A handle's watchers for the running event loop."""
+    """A handle's watchers for one event loop."""
 
     def __init__(self, handle, loop):
         self.loop = loop
@@ -130,20 +163,32 @@ class State:
         self.putters.close()
 
 
+def close_all(handle):
+    """The handle is closing: every loop's watchers go, and their waiters wake."""
+    states, handle._async = handle._async, {}
+    for state in states.values():
+        state.close()
+
+
 def _watcher(handle, for_put):
     loop = asyncio.get_running_loop()
-    state = handle._async
-    if state is None or state.loop is not loop:
-        if state is not None:
-            state.close()
-        state = handle._async = State(handle, loop)
+    if handle.closed:
+        raise HandleClosed(handle.name)
+    states = handle._async
+    state = states.get(loop)
+    if state is None:
+        for other in [s for s in states.values() if s.loop.is_closed()]:
+            del states[other.loop]
+            other.close()
+        state = states[loop] = State(handle, loop)
     return state.putters if for_put else state.getters
 
 
 async def _wait(watcher, deadline):
     """Queue behind the other waiters until woken; False when the deadline passes."""
     if watcher.error is not None:
-        raise watcher.error
+        error, watcher.error = watcher.error, None
+        raise error
     loop = watcher.loop
     future = loop.create_future()
     watcher.waiters.append(future)
@@ -177,28 +222,31 @@ def _deadline(timeout):
 
 
 async def _retry(handle, attempt, for_put, timeout, on_timeout):
-    """Run the non-blocking ``attempt`` until it succeeds, waiting between tries."""
-    watcher = _watcher(handle, for_put)
+    """Run the non-blocking ``attempt`` until it succeeds, waiting between tries. The
+    watcher is set up only once a try has failed and the timeout allows waiting."""
     deadline = _deadline(timeout)
+    watcher = None
     while True:
         try:
             try:
                 result = attempt()
-            except Empty:
-                if handle.state() != "running" and handle.qsize() == 0:
+            except (Empty, Full) as missed:
+                if isinstance(missed, Empty) and handle.state() != "running" \
+                        and handle.qsize() == 0:
                     raise FifoClosed(handle.name) from None   # as a blocking get says
-                if not await _wait(watcher, deadline):
+                if timeout == 0:
                     on_timeout()
-                continue
-            except Full:
+                if watcher is None:
+                    watcher = _watcher(handle, for_put)
                 if not await _wait(watcher, deadline):
                     on_timeout()
                 continue
         except ShmfifoError:
-            watcher.wake()     # the others will find the same answer
+            if watcher is not None:
+                watcher.wake()     # the others will find the same answer
             raise
-        if watcher.waiters:
-            watcher.wake()     # there may be more: let the next waiter look
+        if watcher is not None and watcher.waiters:
+            watcher.wake()         # there may be more: let the next waiter look
         return result
 
 

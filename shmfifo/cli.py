@@ -152,8 +152,8 @@ def build_parser():
                    help="on stop, how long consumers may drain what is left (default: 5)")
     p.add_argument("--kill-stopped", type=_seconds("kill-stopped"), default=None,
                    metavar="SECONDS",
-                   help="SIGKILL a stopped (SIGSTOP) client that blocks a recovery for this "
-                        "long (default: only report it)")
+                   help="SIGKILL a stopped (SIGSTOP) client that blocks a recovery, or holds "
+                        "a lock, for this long (default: only report it)")
     p.add_argument("--no-recovery", action="store_true", help=argparse.SUPPRESS)
     _add_verbosity(p)
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import crashpoints, layout
-from .errors import UntrustedItem
+from .errors import CorruptItem, UntrustedItem
 from .handle import attach
 from .ring import Message
 from .runner import Runner
@@ -82,6 +82,10 @@ def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None, s
                     log.warning("%s", refused)
                 message = Message(Refused(len(refused.payload)), refused.producer,
                                   refused.seq, refused.put_ns)
+            except CorruptItem as corrupt:
+                # Reported and skipped (it was taken: the next get acknowledges it).
+                log.warning("%s", corrupt)
+                return 0
             if as_json:
                 line = json_record(message, time.monotonic_ns())
             else:

@@ -19,6 +19,10 @@ import textwrap
 __all__ = ["hook", "compiled_out", "CRASH_AT"]
 
 CRASH_AT = os.environ.get("SHMFIFO_CRASH_AT") or None
+# SHMFIFO_CRASH_SIGNAL=STOP stops the process at the step instead (a client frozen holding
+# what it holds there, as SIGSTOP or a debugger leaves it); the default is KILL.
+CRASH_SIGNAL = getattr(signal, "SIG" + os.environ.get("SHMFIFO_CRASH_SIGNAL", "KILL"),
+                       signal.SIGKILL)
 
 
 def hook():
@@ -32,7 +36,7 @@ def hook():
         if name == step:
             remaining[0] -= 1
             if remaining[0] <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), CRASH_SIGNAL)
 
     return crash
 

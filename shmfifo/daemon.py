@@ -17,16 +17,17 @@ import contextlib
 import dataclasses
 import math
 import os
+import signal
 import threading
 import time
 import weakref
 
 from . import layout, lease, log as logs, names, table
-from .errors import FifoExists, UsageError
-from .layout import (DRAINING, FREE, H_CREATED, H_DAEMON_PID, H_DAEMON_START, H_DISCARDED,
+from .errors import CorruptSegment, FifoExists, UsageError
+from .layout import (CORRUPT, DRAINING, FREE, GETTING, H_BLOCKER, PUTTING, H_CREATED, H_DAEMON_PID, H_DAEMON_START, H_DISCARDED,
                      H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER,
                      RUNNING, STOPPED)
-from .recovery import Recovery, dead_entries
+from .recovery import Corrupt, Recovery, dead_entries, process_state, ring_problem
 from .status import rate_text
 from .table import Entry, process_start_ms
 from .segment import Segment
@@ -34,6 +35,9 @@ from .segment import Segment
 __all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked"]
 
 DEFAULTS = {"capacity": 32, "item_size": 128, "max_clients": 32}
+# A lock is held for microseconds; one seen taken on every look for this long is held by a
+# client that does not run.
+LOCK_REPORT_AFTER = 1.0
 # The in-flight record of each entry holds this many items at most (and the ring has
 # max_clients * batch_max spare slots for re-queues), so it is capped for large rings.
 MAX_DEFAULT_BATCH = 64
@@ -88,6 +92,10 @@ class FifoDaemon:
         # Event's lock may be held by the very thread the handler interrupted.
         self._stop = False
         self._known = {}          # entry index -> (pid, attached time, text), for the log
+        self.corrupt = None       # what contradicted the geometry, once found
+        self._suspect = None      # a contradiction seen on the last look only
+        self._locked_since = None  # when a lock was first seen taken on every look since
+        self._lock_reported = set()
         _daemons.add(self)
 
     # -- start ------------------------------------------------------------------------------
@@ -152,6 +160,11 @@ class FifoDaemon:
             raise FifoExists(self.name, pid)
         try:
             seg.validate_for_adoption(self.mode)
+            # A FIFO whose words contradict each other is refused, not repaired from them.
+            problem = ("its previous daemon marked it corrupt"
+                       if seg.words[H_STATE] == CORRUPT else ring_problem(seg))
+            if problem:
+                raise CorruptSegment(self.name, problem)
         except BaseException:
             self.close()
             raise
@@ -212,7 +225,19 @@ class FifoDaemon:
         without closing its handle: ``os._exit``, a pool worker) needs no repair: its entry
         is freed and logged as a detach."""
         seg = self.seg
+        if self.corrupt:
+            return []            # nothing is repaired from contradicting words
+        problem = ring_problem(seg)
+        if problem and self._suspect:       # on two looks in a row: not a torn read
+            self._mark_corrupt(problem)
+            return []
+        self._suspect = problem
         dead = dead_entries(seg)
+        if not dead and seg.words[H_EPOCH] & 1:
+            # Odd with no recovery of ours running (a word overwritten, or a recovery a
+            # previous daemon left): clients park on it, so finish one.
+            self.log.warning("the epoch is odd with no recovery running; reconciling")
+            return self._recover([])
         detached = []
         if dead and self.recovery:
             for entry in [Entry(seg, i) for i in dead]:
@@ -224,7 +249,48 @@ class FifoDaemon:
                     self.log.info("%s pid %d exited holding nothing; detached", role, pid)
         freed = self._recover(dead) if dead else []
         self._log_attachments(freed + detached)
+        self._check_locks()
         return freed + detached
+
+    def _check_locks(self):
+        """A lock taken on every look for LOCK_REPORT_AFTER seconds is held by a client that
+        does not run: a stopped one (a dead one loses its lease and is recovered). Name it
+        in the log and in status (the blocker word), and with --kill-stopped kill it once it
+        has held the lock that long; the recovery that follows frees the lock."""
+        seg, w = self.seg, self.seg.words
+        locks = [seg.put_lock] + ([seg.take_lock] if seg.take_lock is not seg.put_lock else [])
+        now = time.monotonic()
+        if all(lock.value for lock in locks):
+            if self._locked_since is not None and self._lock_reported:
+                w[H_BLOCKER] = 0
+            self._locked_since = None
+            self._lock_reported = set()
+            return
+        if self._locked_since is None:
+            self._locked_since = now
+            return
+        held = now - self._locked_since
+        if held < LOCK_REPORT_AFTER:
+            return
+        for entry in table.active(seg):
+            if entry.phase not in (PUTTING, GETTING):
+                continue
+            pid = entry.pid
+            if process_state(pid, entry.start) != "stopped":
+                continue
+            w[H_BLOCKER] = pid
+            if pid not in self._lock_reported:
+                self._lock_reported.add(pid)
+                hint = "" if self.kill_stopped is not None else \
+                    " (resume it with kill -CONT, or start the daemon with --kill-stopped SECONDS)"
+                self.log.warning("a lock has been held for %.1f s, and client pid %d, in the "
+                                 "middle of an operation, is stopped%s", held, pid, hint)
+            if self.kill_stopped is not None and held >= self.kill_stopped:
+                self.log.warning("killing stopped client pid %d, which holds a lock", pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _log_attachments(self, freed):
         """Log clients that attached or detached since the last look, like dmesg does."""
@@ -263,7 +329,11 @@ class FifoDaemon:
                              ", ".join(f"pid {Entry(seg, i).pid}" for i in dead))
         recovery = Recovery(seg, self.log, kill_stopped=self.kill_stopped,
                             should_stop=self.stopping)
-        freed = recovery.run(dead)
+        try:
+            freed = recovery.run(dead)
+        except Corrupt as corrupt:
+            self._mark_corrupt(str(corrupt))
+            return []
         if freed is None:
             self.log.warning("recovery abandoned: stop requested while clients were stopped")
             return []
@@ -272,6 +342,14 @@ class FifoDaemon:
                       w[H_RECOVERIES], len(freed), "y" if len(freed) == 1 else "ies",
                       recovery.requeued, w[H_HEAD] - w[H_TAIL])
         return freed
+
+    def _mark_corrupt(self, problem):
+        """Stop every client of a FIFO whose words contradict each other: they raise
+        CorruptSegment. The daemon keeps running, so that a SIGTERM stops it as usual."""
+        self.corrupt = problem
+        self.seg.words[H_STATE] = CORRUPT
+        self.log.error("FIFO %r is corrupt: %s; its clients are stopped (stop this daemon and "
+                       "remove it: shmfifo clean %s --force)", self.name, problem, self.name)
 
     def serve_forever(self):
         """Watch the clients until request_stop(); then stop gracefully. Returns a StopReport."""
@@ -301,6 +379,14 @@ class FifoDaemon:
 
     def _shutdown(self):
         w = self.seg.words
+        if self.corrupt:
+            # Clients are refused already; nothing is drained from a corrupt ring.
+            self._wait_until(lambda: not self._clients(), self.detach_timeout)
+            if not self.keep:
+                self.seg.unlink()
+            self.log.info("stopped; %s corrupt FIFO %r", "kept" if self.keep else "removed",
+                          self.name)
+            return StopReport(self.name, 0, 0, not self.keep, w[H_RECOVERIES])
         if self.keep:
             w[H_STATE] = STOPPED
             self._wait_until(lambda: not self._clients(), self.detach_timeout)

@@ -10,7 +10,7 @@ import queue
 __all__ = [
     "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
     "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "Stopped", "NoFreeEntry",
-    "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem",
+    "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem", "CorruptItem",
 ]
 
 
@@ -142,6 +142,20 @@ class UntrustedItem(ShmfifoError):
             f"item{origin} of FIFO {name!r} is a pickled object of {len(payload)} bytes, and "
             f"users other than you can write to that FIFO: not unpickled (attach with "
             f"allow_pickle=True, or --allow-pickle, if you trust all of them)")
+
+
+class CorruptItem(ShmfifoError):
+    """One item whose words no put writes (a length beyond the item size, an unknown type
+    tag) or whose bytes do not decode. It was taken, and is skipped: the next get goes on."""
+
+    def __init__(self, name, reason, producer=None, seq=None):
+        self.name = name
+        self.reason = reason
+        self.producer = producer
+        self.seq = seq
+        self.put_ns = None
+        origin = f" from producer {producer} (seq {seq})" if producer else ""
+        super().__init__(f"skipped a corrupt item{origin} of FIFO {name!r}: {reason}")
 
 
 class FifoClosed(ShmfifoError):

@@ -108,7 +108,7 @@ class Fifo:
         self._attachment = None
         self._owner = None
         self._tls = threading.local()
-        self._async = None
+        self._async = {}          # event loop -> aio.State
         self._geometry = None
         _handles.add(self)
         if not _lazy:
@@ -150,7 +150,7 @@ class Fifo:
         self._lock = threading.Lock()
         self._tls = threading.local()
         self._owner = None
-        self._async = None
+        self._async = {}
         attachment, self._attachment = self._attachment, None
         if attachment is not None:
             attachment.abandon()
@@ -212,7 +212,7 @@ class Fifo:
             if fast is not None and not c._stop:
                 taken = fast.get()
                 if taken is not None:
-                    return taken if type(taken) is not tuple else c._decode_item(*taken)
+                    return taken if type(taken) is not tuple else c._item(*taken)
         try:
             c = self._tls.c
         except AttributeError:
@@ -337,8 +337,7 @@ class Fifo:
             attachment, self._attachment = self._attachment, None
         _handles.discard(self)
         self._owner = None
-        if self._async is not None:
-            self._async.close()
+        aio.close_all(self)
         # Every thread's local slot goes now, but the clients in them are closed below, after
         # their operations left (dropping the old slots would close them at once).
         threads_clients, self._tls = self._tls, _ClosedLocal(self.name)
@@ -425,6 +424,11 @@ _exit_pid = None
 
 def _close_all():
     for handle in list(_handles):
+        attachment = handle._attachment
+        if attachment is not None and attachment.active:
+            # A (daemon) thread is still inside an operation as the interpreter exits:
+            # closing would raise HandleClosed in it. Its lease dies with the process.
+            continue
         try:
             handle.close()
         except Exception:

@@ -64,8 +64,10 @@ H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_REQUEUED, H_RECOVERIES, H_BLOCKER, H_DISCARDE
 FLAG_SPLIT_LOCKS = 1
 
 # H_STATE values
-RUNNING, DRAINING, STOPPED = 1, 2, 3
-STATE_NAMES = {RUNNING: "running", DRAINING: "draining", STOPPED: "stopped"}
+# Ordered: RUNNING <= state <= DRAINING lets a take start; anything else refuses every
+# operation (CORRUPT: the daemon found the words contradicting each other and stopped them).
+RUNNING, DRAINING, STOPPED, CORRUPT = 1, 2, 3, 4
+STATE_NAMES = {RUNNING: "running", DRAINING: "draining", STOPPED: "stopped", CORRUPT: "corrupt"}
 
 # entry words
 E_STATE, E_PID, E_START, E_ROLE, E_PHASE, E_ACK, E_RATE, E_PUTS, E_GETS = range(9)

@@ -28,12 +28,13 @@ import posix_ipc
 
 from . import crashpoints
 from .layout import (ACTIVE, FREE, H_BLOCKER, H_DEBT, H_EPOCH, H_HEAD, H_JOURNAL_ENTRY,
-                     H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_TAIL, IDLE, NONE, PARKED,
-                     PREPARED, TAKEN)
+                     H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL, IDLE, NONE,
+                     PARKED, PREPARED, STATE_NAMES, TAKEN)
 from .waiting import fence
 from .table import Entry, entries
 
-__all__ = ["dead_entries", "Recovery", "process_state"]
+__all__ = ["dead_entries", "Recovery", "process_state", "Corrupt", "ring_problem",
+           "record_problem"]
 
 QUIESCENCE_POLL = 0.002
 
@@ -60,9 +61,54 @@ def process_state(pid, start_ms):
     return "running"
 
 
-def set_semaphore(sem, value):
-    """Set a semaphore to ``value``: drain it, then release. Only at quiescence."""
-    while True:
+class Corrupt(Exception):
+    """The words contradict the geometry: nothing may be repaired from them."""
+
+
+def ring_problem(seg):
+    """What in the ring's own words contradicts the geometry, or None. Reads that race with
+    running clients are taken again until ``tail`` held still across the read of ``head``
+    (tail only grows between recoveries, so such a read is exact)."""
+    w, g = seg.words, seg.geometry
+    for _ in range(100):
+        tail = w[H_TAIL]
+        head = w[H_HEAD]
+        if w[H_TAIL] == tail:
+            break
+    count = head - tail
+    if not 0 <= count <= g.nslots:
+        return f"head - tail is {count} (head {head}, tail {tail}), outside 0..{g.nslots}"
+    debt = w[H_DEBT]
+    if debt > g.spare:
+        return f"debt is {debt}, more than its {g.spare} spare slots"
+    journal = w[H_JOURNAL_ENTRY]
+    if journal > g.max_clients:
+        return f"the journal names entry {journal - 1} of a table of {g.max_clients}"
+    state = w[H_STATE]
+    if state not in STATE_NAMES:
+        return f"the state word holds {state}"
+    return None
+
+
+def record_problem(entry):
+    """What in an entry's in-flight record contradicts the geometry, or None."""
+    inflight, n = entry.inflight, entry.inflight_n
+    if inflight not in (NONE, PREPARED, TAKEN):
+        return f"entry {entry.index}'s record state holds {inflight}"
+    if inflight != NONE and not 1 <= n <= entry.seg.geometry.batch_max:
+        return (f"entry {entry.index}'s record holds {n} items, not 1.."
+                f"{entry.seg.geometry.batch_max}")
+    return None
+
+
+def set_semaphore(sem, value, bound):
+    """Set a semaphore to ``value``: drain it, then release. Only at quiescence. A value above
+    ``bound`` (more tokens than the ring could ever account for) is Corrupt: draining it
+    could take for ever."""
+    if sem.value > bound:
+        raise Corrupt(f"semaphore {sem.name} holds {sem.value} tokens, more than the {bound} "
+                      f"the ring can account for")
+    for _ in range(bound + 1):
         try:
             sem.acquire(0)
         except posix_ipc.BusyError:
@@ -98,6 +144,11 @@ class Recovery:
             return None
         if crash:
             crash("recovery.quiescent")
+        # Nothing is repaired from words that contradict the geometry (Corrupt).
+        problem = ring_problem(self.seg) or next(
+            filter(None, (record_problem(self._entry(i)) for i in sorted(dead))), None)
+        if problem:
+            raise Corrupt(problem)
         self._finish_journal()
         for index in sorted(dead):
             self._resolve_prepared(index)
@@ -181,6 +232,9 @@ class Recovery:
             return
         index = journaled - 1
         entry = self._entry(index)
+        problem = record_problem(entry)
+        if problem:
+            raise Corrupt(f"the journaled re-queue: {problem}")
         before = w[H_JOURNAL_TAIL]
         n = entry.inflight_n
         if entry.inflight == TAKEN:
@@ -227,14 +281,18 @@ class Recovery:
 
     def _reset_semaphores(self):
         seg, w = self.seg, self.seg.words
+        problem = ring_problem(seg)           # quiescent: an exact read
+        if problem:
+            raise Corrupt(problem)
         count = w[H_HEAD] - w[H_TAIL]
-        capacity = seg.geometry.capacity
-        w[H_DEBT] = max(0, count - capacity)
-        set_semaphore(seg.put_lock, 1)
+        g = seg.geometry
+        w[H_DEBT] = max(0, count - g.capacity)
+        bound = g.nslots + g.spare
+        set_semaphore(seg.put_lock, 1, bound)
         if seg.take_lock is not seg.put_lock:
-            set_semaphore(seg.take_lock, 1)
-        set_semaphore(seg.fill, count)
-        set_semaphore(seg.empty, max(0, capacity - count))
+            set_semaphore(seg.take_lock, 1, bound)
+        set_semaphore(seg.fill, count, bound)
+        set_semaphore(seg.empty, max(0, g.capacity - count), bound)
 
     def _free(self, index):
         self._entry(index).free()

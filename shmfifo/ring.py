@@ -60,9 +60,9 @@ import time
 import posix_ipc
 
 from . import crashpoints, layout, lease, names, table
-from .errors import (Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, Stopped,
+from .errors import (CorruptItem, Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, Stopped,
                      UntrustedItem, UsageError)
-from .items import decode, encode
+from .items import TYPE_NAMES, decode, encode
 from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, E_GETS, E_INFLIGHT,
                      E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
                      GETTING, H_DEBT, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE,
@@ -140,7 +140,7 @@ class Client(Waiting):
         self._crash = crashpoints.hook()
         # Unpickling runs code that the item's writer chose: only when no other user can
         # have written the FIFO (segment.py's trust check), or when the caller says so.
-        self._decode_item = decode if seg.trusted or allow_pickle else self._refuse_pickle
+        self._pickles_ok = seg.trusted or allow_pickle
         self.pid = os.getpid()
         self._seq = 0
         # Seconds spent waiting for a free slot or an item (not for a lock): a rate loop
@@ -350,7 +350,7 @@ class Client(Waiting):
         if fast is not None and not self._stop:
             taken = fast.get()
             if taken is not None:
-                return taken if type(taken) is not tuple else self._decode_item(*taken)
+                return taken if type(taken) is not tuple else self._item(*taken)
         self._enter()
         try:
             deadline = None if block and timeout is None else self._deadline(block, timeout)
@@ -361,7 +361,7 @@ class Client(Waiting):
                 self._take(1, deadline)
             off = self._record
             word = self._w[off >> 3]                       # the header's first word
-            if slot_tag(word) == TAG_BYTES:
+            if slot_tag(word) == TAG_BYTES and slot_length(word) <= self.item_size:
                 off += SLOT_HEADER_SIZE
                 return self._seg.mm[off:off + slot_length(word)]
             return self._decode(off, False)
@@ -396,14 +396,16 @@ class Client(Waiting):
             n = self._take(max_items, self._deadline(block, timeout))
             rec, size, b, mm = self._record, self._slot_size, self._b, self._seg.mm
             unpack = SLOT_HEADER.unpack_from
+            limit = self.item_size
             items = []
             for off in range(rec, rec + n * size, size):
-                length, tag, _, _, _ = unpack(b, off)
+                length, tag, producer, seq, _ = unpack(b, off)
                 start = off + SLOT_HEADER_SIZE
-                if tag == TAG_BYTES:
+                if tag == TAG_BYTES and length <= limit:
                     items.append(mm[start:start + length])   # one copy, straight to bytes
                 else:
-                    items.append((tag, bytes(b[start:start + length])))
+                    payload = bytes(b[start:start + min(length, limit)])
+                    items.append((tag, payload, length, producer, seq))
             return self._decode_batch(items)
         finally:
             self._active.pop()
@@ -421,45 +423,57 @@ class Client(Waiting):
             crash("ack")
 
     def _decode(self, off, with_meta):
+        """The item in the in-flight record at ``off`` (read under ``active``)."""
         b = self._b
         n, tag, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
         start = off + SLOT_HEADER_SIZE
-        if tag == TAG_BYTES:
+        if tag == TAG_BYTES and n <= self.item_size:
             item = self._seg.mm[start:start + n]
         else:
             try:
-                item = self._decode_item(tag, b[start:start + n])
-            except UntrustedItem as refused:
-                refused.producer, refused.seq, refused.put_ns = producer, seq, put_ns
-                refused.args = (str(UntrustedItem(self.name, refused.payload, producer,
-                                                  seq)),)
+                item = self._item(tag, b[start:start + min(n, self.item_size)], n, producer,
+                                  seq)
+            except (UntrustedItem, CorruptItem) as error:
+                error.put_ns = put_ns
                 raise
         if with_meta:
             return Message(item, producer, seq, put_ns)
         return item
 
-    def _refuse_pickle(self, tag, payload):
-        if tag == TAG_PICKLE:
-            raise UntrustedItem(self.name, bytes(payload))
-        return decode(tag, payload)
+    def _item(self, tag, payload, length, producer, seq):
+        """An item from its slot's words and payload (``length`` is what the header says;
+        ``payload`` never extends past the slot): decoded, or CorruptItem for words no put
+        writes or bytes that do not decode, or UntrustedItem for a pickle that other users
+        could have written."""
+        if length > self.item_size:
+            raise CorruptItem(self.name, f"its length word says {length} bytes, more than the "
+                                         f"{self.item_size} of a slot", producer, seq)
+        if tag == TAG_PICKLE and not self._pickles_ok:
+            raise UntrustedItem(self.name, bytes(payload), producer, seq)
+        try:
+            return decode(tag, payload)
+        except Exception as error:        # a bad tag, bad UTF-8, a pickle that fails
+            kind = TYPE_NAMES.get(tag, f"type tag {tag}")
+            raise CorruptItem(self.name, f"its {kind} payload does not decode ({error})",
+                              producer, seq) from None
 
     def _decode_batch(self, items):
-        """Items of a batch, decoding (tag, payload) pairs. A refused pickle does not lose the
-        rest: the UntrustedItem raised carries them all as ``items`` (refused ones as the
-        UntrustedItem each raised)."""
+        """Items of a batch, decoding the raw tuples (see _item). A bad or refused item does
+        not lose the rest: the CorruptItem or UntrustedItem raised for the first one carries
+        them all as ``items``, each bad one as the error it raised."""
         out = []
-        refused = None
+        first = None
         for x in items:
             if type(x) is tuple:
                 try:
-                    x = self._decode_item(*x)
-                except UntrustedItem as error:
-                    refused = refused or error
+                    x = self._item(*x)
+                except (UntrustedItem, CorruptItem) as error:
+                    first = first or error
                     x = error
             out.append(x)
-        if refused is not None:
-            refused.items = out
-            raise refused
+        if first is not None:
+            first.items = out
+            raise first
         return out
 
     def _take(self, max_items, deadline):
@@ -482,7 +496,8 @@ class Client(Waiting):
         fence_release()
         if w[H_EPOCH] & 1:
             raise Park
-        if self._stop or w[H_STATE] == STOPPED:
+        state = w[H_STATE]
+        if self._stop or state >= STOPPED or state < RUNNING:     # not running or draining
             self._refuse(False)
         try:
             fill.acquire(0)

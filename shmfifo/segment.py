@@ -152,7 +152,8 @@ class Segment:
     # -- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, name, *, require_daemon=True, writable=True, semaphores=True, trust="own"):
+    def open(cls, name, *, require_daemon=True, writable=True, semaphores=True, trust="own",
+             grace=None):
         """Open an existing FIFO; raise FifoNotFound, DaemonNotRunning, CorruptSegment or
         ForeignFifo (an object owned by another user, unless ``trust`` allows it; see TRUST).
 
@@ -163,7 +164,7 @@ class Segment:
             seg.shm = open_shared_file(name, writable)
             seg.stats["segment"] = st = os.fstat(seg.shm.fd)
             _check_owner(name, f"its segment {names.shm_path(name)}", st, trust)
-            seg._map_and_validate(writable)
+            seg._map_and_validate(writable, STARTING_GRACE if grace is None else grace)
             if semaphores:
                 seg._open_semaphores(trust)
                 seg.trusted = not any(map(_writable_by_others, seg.stats.values()))
@@ -174,9 +175,11 @@ class Segment:
             seg.close()
             raise
 
-    def _map_and_validate(self, writable):
+    def _map_and_validate(self, writable, grace=STARTING_GRACE):
+        """Map and check the header. A segment that looks half-built is given ``grace``
+        seconds to become valid, since its daemon may still be writing it."""
         fd = self.shm.fd
-        deadline = time.monotonic() + STARTING_GRACE
+        deadline = time.monotonic() + grace
         while True:
             size = os.fstat(fd).st_size
             if size < layout.HEADER_SIZE:

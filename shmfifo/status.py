@@ -71,7 +71,7 @@ class FifoStatus:
     debt: int
     daemon_pid: int
     daemon: str               # running, gone, recovering, draining, stopped
-    blocker: int              # pid a recovery waits for, 0 if none
+    blocker: int              # pid a recovery waits for, or a stopped lock holder; 0 if none
     clients: Tuple[ClientStatus, ...]
     mode: int
     owner: int = -1           # uid owning the segment
@@ -99,9 +99,10 @@ def _client(entry):
         state=state, in_flight=inflight, attached_ns=entry.attached)
 
 
-def snapshot(name):
-    """Read the status of FIFO ``name``; FifoNotFound or CorruptSegment if it cannot."""
-    seg = Segment.open(name, require_daemon=False, writable=False, trust="any")
+def snapshot(name, grace=None):
+    """Read the status of FIFO ``name``; FifoNotFound or CorruptSegment if it cannot.
+    ``grace``: how long a half-built segment may take to become valid (Segment.open)."""
+    seg = Segment.open(name, require_daemon=False, writable=False, trust="any", grace=grace)
     try:
         return _read(seg)
     finally:
@@ -132,7 +133,7 @@ def _read(seg):
         semaphores=tuple(sems), puts=head - layout.BASE,
         taken=tail - layout.BASE + w[H_REQUEUED], requeued=w[H_REQUEUED],
         recoveries=w[H_RECOVERIES], debt=w[H_DEBT], daemon_pid=w[H_DAEMON_PID], daemon=daemon,
-        blocker=w[H_BLOCKER] if w[H_EPOCH] & 1 else 0, clients=clients,
+        blocker=w[H_BLOCKER], clients=clients,
         mode=stat.S_IMODE(os.fstat(seg.fd).st_mode), owner=os.fstat(seg.fd).st_uid)
 
 
@@ -141,7 +142,8 @@ def snapshot_all():
     found = []
     for name in names.list_fifos():
         try:
-            found.append((name, snapshot(name)))
+            # No waiting for half-built segments here: anyone can plant those by the dozen.
+            found.append((name, snapshot(name, grace=0)))
         except ShmfifoError as error:       # corrupt, not a segment at all, unreadable
             found.append((name, error))
     return found
@@ -170,7 +172,8 @@ def daemon_text(st):
     if st.daemon == "gone":
         text += f" -- restart it with: shmfifo fifo --name {st.name}"
     if st.blocker:
-        text += f"; recovery waits for pid {st.blocker}"
+        text += (f"; recovery waits for pid {st.blocker}" if st.daemon == "recovering" else
+                 f"; a lock is held by stopped pid {st.blocker}")
     return text
 
 

@@ -17,9 +17,9 @@ import time
 
 import posix_ipc
 
-from .errors import Empty, FifoClosed, Full, HandleClosed, Stopped, UsageError
+from .errors import CorruptSegment, Empty, FifoClosed, Full, HandleClosed, Stopped, UsageError
 from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_PHASE, GETTING, H_EPOCH,
-                     H_HEAD, H_STATE, H_TAIL, IDLE, PARKED, PUTTING, RUNNING, STOPPED)
+                     H_HEAD, H_STATE, H_TAIL, IDLE, PARKED, PUTTING, RUNNING, STOPPED, CORRUPT)
 
 __all__ = ["Waiting", "Park", "WAIT_SLICE", "fence", "fence_acquire", "fence_release"]
 
@@ -68,7 +68,18 @@ class Waiting:
         self._w[self._e + E_PHASE] = IDLE
         if self._stop:
             raise self._stopped()
-        raise FifoClosed(self.name)
+        raise self._closed()
+
+    def _closed(self):
+        """What the daemon's state word says when it lets no operation run."""
+        state = self._w[H_STATE]
+        if state in (RUNNING, DRAINING, STOPPED):
+            return FifoClosed(self.name)
+        if state == CORRUPT:
+            return CorruptSegment(self.name, "its daemon marked it corrupt, its words "
+                                             "contradicting each other (see the daemon's log)")
+        return CorruptSegment(self.name, f"its state word holds {state}, which means nothing: "
+                                         f"corrupt")
 
     def _idle(self):
         self._w[self._e + E_PHASE] = IDLE
@@ -83,7 +94,7 @@ class Waiting:
         state = w[H_STATE]
         if state != RUNNING:
             if for_put or state != DRAINING or w[H_HEAD] == w[H_TAIL]:
-                raise FifoClosed(self.name)
+                raise self._closed()
         slice_ = _slice(SLICE_MIN, SLICE_MAX)
         if deadline is None:
             return slice_
@@ -183,8 +194,8 @@ class Waiting:
             while w[H_EPOCH] == epoch:
                 if self._stop:
                     raise self._stopped()
-                if w[H_STATE] == STOPPED:
-                    raise FifoClosed(self.name)
+                if not RUNNING <= w[H_STATE] <= DRAINING:
+                    raise self._closed()
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 time.sleep(PARK_POLL)
@@ -218,8 +229,8 @@ class Waiting:
             if self._wait_ready(for_put, timeout):
                 try:
                     os.write(notify_fd, b"\1\0\0\0\0\0\0\0")
-                except BlockingIOError:
-                    pass                             # a wake-up is pending already
+                except (BlockingIOError, BrokenPipeError):
+                    pass              # a wake-up is pending already, or the loop has gone
                 return True
             return False
         finally:
@@ -238,7 +249,8 @@ class Waiting:
                 if w[H_EPOCH] & 1:
                     raise Park
                 state = w[H_STATE]
-                if self._stop or state == STOPPED or (for_put and state != RUNNING):
+                if self._stop or not RUNNING <= state <= DRAINING or (for_put and
+                                                                      state != RUNNING):
                     self._refuse(for_put)
                 try:
                     sem.acquire(0)

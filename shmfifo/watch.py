@@ -368,6 +368,7 @@ def _isatty(out):
 def _snapshots(name, rates, interval, count, end, footer, out, started):
     shown = 0
     tick = started
+    previous = _install_quit_handlers()     # SIGTERM and SIGHUP end it as Ctrl-C does
     try:
         while count is None or shown < count:
             tick += interval
@@ -385,8 +386,10 @@ def _snapshots(name, rates, interval, count, end, footer, out, started):
             out.write(("\n" if shown else "") + plain(frame) + "\n")
             out.flush()
             shown += 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Quit):
         pass
+    finally:
+        _restore_handlers(previous)
     return 0
 
 

@@ -302,8 +302,83 @@ def asyncio_handles(name):
         return asyncio.run(_asyncio_main(name))
 
 
+def asyncio_lifecycles(name):
+    """One handle across event loops: asyncio.run more than once, two loops in two threads at
+    once, close() while coroutines wait, a closed handle in a new loop (and no descriptor of
+    anyone else's closed by it), and a watcher that found the table full retrying."""
+    figures = {}
+    with shmfifo.serve(name, capacity=8, max_clients=6):
+        q = shmfifo.attach(name)
+        for _ in range(3):                       # a new loop each time
+            q.put("x")
+            assert asyncio.run(q.aget(timeout=WAIT)) == "x"
+
+        results = {}
+
+        def in_thread(tag):
+            results[tag] = asyncio.run(q.aget(timeout=WAIT))
+        threads = [threading.Thread(target=in_thread, args=(t,)) for t in "AB"]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        q.put_many(["one", "two"])
+        for t in threads:
+            t.join(WAIT)
+        assert sorted(results.values()) == ["one", "two"], results
+        assert q.qsize() == 0
+
+        async def close_while_waiting(handle, waits):
+            waiters = [asyncio.ensure_future(w) for w in waits]
+            await asyncio.sleep(0.2)
+            handle.close()
+            done = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True),
+                                          WAIT)
+            return [type(r).__name__ for r in done]
+        getter = shmfifo.attach(name)           # the FIFO is empty: these wait
+        outcome = asyncio.run(close_while_waiting(getter, [getter.aget(), getter.aget_many(4),
+                                                           getter.aget(timeout=30)]))
+        assert outcome == ["HandleClosed"] * 3, outcome
+        putter = shmfifo.attach(name)
+        putter.put_many(list(range(8)))         # full: these wait
+        outcome = asyncio.run(close_while_waiting(putter, [putter.aput("x"),
+                                                           putter.aput_many(["y", "z"])]))
+        assert outcome == ["HandleClosed"] * 2, outcome
+        assert q.get_many(8) == list(range(8))
+        q.close()
+        figures["closed_waiters"] = "HandleClosed"
+
+        with open(os.devnull) as bystander:     # a descriptor the closed handle must not touch
+            try:
+                asyncio.run(q.aget())
+                raise AssertionError("aget on a closed handle returned")
+            except shmfifo.HandleClosed:
+                pass
+            os.fstat(bystander.fileno())
+
+        fillers = [shmfifo.attach(name) for _ in range(6)]     # the table is full
+
+        async def retry_after_full():
+            h = fillers[5]
+            try:
+                await h.aget(timeout=0.3)        # its watcher finds no free entry
+                raise AssertionError("aget returned on an empty FIFO")
+            except shmfifo.NoFreeEntry:
+                pass
+            fillers[0].close()                   # an entry frees up: the same loop retries
+            try:
+                await h.aget(timeout=0.3)
+                raise AssertionError("aget returned on an empty FIFO")
+            except shmfifo.Empty:
+                return "empty"
+        figures["after_full"] = asyncio.run(retry_after_full())
+        for f in fillers:
+            f.close()
+    return figures
+
+
 SCENARIOS = {f.__name__: f for f in (several_handles_during_recovery, threads_and_handles,
-                                     fork_shared_handle, pickled_handles, asyncio_handles)}
+                                     fork_shared_handle, pickled_handles, asyncio_handles,
+                                     asyncio_lifecycles)}
 
 if __name__ == "__main__":
     figures = SCENARIOS[sys.argv[1]](sys.argv[2])

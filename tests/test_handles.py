@@ -67,6 +67,13 @@ def test_asyncio_waiters_cancellation_and_batches(procs, fifo_name, path_env):
     run_scenario(procs, "asyncio_handles", fifo_name, path_env)
 
 
+def test_asyncio_across_loops_threads_and_close(procs, fifo_name, path_env):
+    figures, proc = run_scenario(procs, "asyncio_lifecycles", fifo_name, path_env)
+    assert figures["after_full"] == "empty"
+    assert not [line for line in proc.err if "Traceback" in line or "Exception" in line], \
+        proc.err
+
+
 FORK_AFTER_SERVE = """
 import os, sys, time, shmfifo
 with shmfifo.serve(sys.argv[1]):

@@ -278,10 +278,20 @@ def test_a_fifo_too_big_for_dev_shm_fails_at_start_not_with_sigbus():
     assert "small got x" in out and "small exit 0" in out, (result.stdout, result.stderr)
 
 
-@pytest.mark.parametrize("command", ["fifo", "producer", "consumer"])
+@pytest.mark.parametrize("command", ["fifo", "producer", "consumer", "watch"])
 def test_sighup_stops_every_command_cleanly(procs, fifo_name, command):
     daemon = procs.daemon(fifo_name)
     if command == "fifo":
+        target = daemon
+    elif command == "watch":               # plain snapshots: its output is not a terminal
+        target = procs.spawn("status", fifo_name, "--watch", "--interval", "0.2")
+        target.wait_for(fifo_name, stream="out")
+        target.signal(signal.SIGHUP)
+        assert target.wait() == 0, target.err[-3:]
+        watch_term = procs.spawn("status", fifo_name, "--watch", "--interval", "0.2")
+        watch_term.wait_for(fifo_name, stream="out")
+        watch_term.signal(signal.SIGTERM)
+        assert watch_term.wait() == 0, watch_term.err[-3:]
         target = daemon
     else:
         args = ["item=a"] if command == "producer" else []
@@ -289,7 +299,7 @@ def test_sighup_stops_every_command_cleanly(procs, fifo_name, command):
         target.wait_for("attached")
     target.signal(signal.SIGHUP)
     assert target.wait() == 0, target.err[-3:]
-    if command != "fifo":
+    if command in ("producer", "consumer"):
         assert "SIGHUP" in target.err[-1]
         wait_until(lambda: not status_of(fifo_name)["clients"], "the client to detach")
         daemon.signal(signal.SIGHUP)
@@ -312,3 +322,31 @@ def test_the_ready_line_reports_the_mode_the_objects_have(procs, fifo_name):
     assert stat.S_IMODE(os.stat(names.shm_path(fifo_name)).st_mode) == 0o660
     daemon.signal()
     assert daemon.wait() == 0
+
+
+@pytest.mark.parametrize("pure", ["0", "1"], ids=["c", "pure"])
+def test_a_stopped_client_holding_the_lock_is_named_and_killed(procs, fifo_name, pure):
+    """SIGSTOP inside the lock section (a crash point that stops instead of killing): the
+    daemon names the client in its log and in status, and --kill-stopped kills it, after
+    which the usual recovery frees the lock and the FIFO moves again."""
+    import psutil
+    daemon = procs.daemon(fifo_name, "--size", "8", "--kill-stopped", "3")
+    producer = procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=100")
+    stuck = procs.spawn("consumer", "--fifo", fifo_name, "rate=max",
+                        env={"SHMFIFO_PURE": pure, "SHMFIFO_CRASH_AT": "get.lock:5",
+                             "SHMFIFO_CRASH_SIGNAL": "STOP"})
+    wait_until(lambda: psutil.Process(stuck.pid).status() == psutil.STATUS_STOPPED,
+               "the consumer to stop inside its lock section")
+    daemon.wait_for(rf"a lock has been held .* client pid {stuck.pid}, .* is stopped",
+                    timeout=5)
+    text = shmfifo("status", fifo_name).stdout
+    assert f"a lock is held by stopped pid {stuck.pid}" in text, text
+    daemon.wait_for(rf"killing stopped client pid {stuck.pid}", timeout=5)
+    assert stuck.wait() == -signal.SIGKILL
+    daemon.wait_for(r"recovery \d+ done")
+    taker = procs.spawn("consumer", "--fifo", fifo_name, "rate=max", "count=5")
+    assert taker.wait() == 0, taker.err[-3:]
+    assert status_of(fifo_name)["blocker"] == 0
+    for proc in (producer, daemon):
+        proc.signal()
+        assert proc.wait() == 0

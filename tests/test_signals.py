@@ -180,6 +180,7 @@ def test_graceful_daemon_stop_discards_what_a_slow_consumer_cannot_drain(procs, 
     producers = [procs.spawn("producer", "--fifo", fifo_name, f"item={i}", "rate=max")
                  for i in ("x", "y")]
     consumer = procs.spawn("consumer", "--fifo", fifo_name, "rate=4", "--json")
+    consumer.wait_for("attached")
     wait_until(lambda: all(state_of(fifo_name, p.pid) == "blocked on full" for p in producers),
                "the producers block on the full FIFO")
 

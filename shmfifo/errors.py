@@ -127,6 +127,11 @@ class NoSpace(ShmfifoError):
             f"or make the FIFO smaller with --size, --item-size or --max-clients)")
 
 
+def _origin(producer, seq):
+    """' from producer P (seq S)' where the item's header could be read."""
+    return f" from producer {producer} (seq {seq})" if producer else ""
+
+
 class UntrustedItem(ShmfifoError):
     """A pickled item in a FIFO that other users can write: not unpickled (unpickling runs
     code of the writer's choosing). The item was taken; ``payload`` holds its bytes."""
@@ -137,11 +142,11 @@ class UntrustedItem(ShmfifoError):
         self.producer = producer
         self.seq = seq
         self.put_ns = put_ns
-        origin = f" from producer {producer} (seq {seq})" if producer else ""
         super().__init__(
-            f"item{origin} of FIFO {name!r} is a pickled object of {len(payload)} bytes, and "
-            f"users other than you can write to that FIFO: not unpickled (attach with "
-            f"allow_pickle=True, or --allow-pickle, if you trust all of them)")
+            f"item{_origin(producer, seq)} of FIFO {name!r} is a pickled object of "
+            f"{len(payload)} bytes, and users other than you can write to that FIFO: not "
+            f"unpickled (attach with allow_pickle=True, or --allow-pickle, if you trust all of "
+            f"them)")
 
 
 class CorruptItem(ShmfifoError):
@@ -154,8 +159,8 @@ class CorruptItem(ShmfifoError):
         self.producer = producer
         self.seq = seq
         self.put_ns = None
-        origin = f" from producer {producer} (seq {seq})" if producer else ""
-        super().__init__(f"skipped a corrupt item{origin} of FIFO {name!r}: {reason}")
+        super().__init__(f"skipped a corrupt item{_origin(producer, seq)} of FIFO {name!r}: "
+                         f"{reason}")
 
 
 class FifoClosed(ShmfifoError):

@@ -279,12 +279,13 @@ def _parse_params(command, args):
 
 def _cmd_fifo(args):
     from .daemon import FifoDaemon
+    from .notify import Notifier
     log = logs.setup("fifo", args.verbosity)
     daemon = FifoDaemon(args.name, capacity=args.size, item_size=args.item_size,
                         max_clients=args.max_clients, batch_max=args.batch,
                         split_locks=args.split_locks, mode=args.mode, keep=args.keep,
                         drain_timeout=args.drain_timeout, kill_stopped=args.kill_stopped,
-                        recovery=not args.no_recovery, log=log)
+                        recovery=not args.no_recovery, log=log, notify=Notifier())
     # SIGHUP too: a closed terminal stops the daemon as cleanly as Ctrl-C (names removed).
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: daemon.request_stop())

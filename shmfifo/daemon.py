@@ -41,6 +41,8 @@ LOCK_REPORT_AFTER = 1.0
 # The in-flight record of each entry holds this many items at most (and the ring has
 # max_clients * batch_max spare slots for re-queues), so it is capped for large rings.
 MAX_DEFAULT_BATCH = 64
+# How often the STATUS= line for a service manager is brought up to date, at most.
+STATUS_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +67,7 @@ class FifoDaemon:
     def __init__(self, name=names.DEFAULT_NAME, *, capacity=None, item_size=None,
                  max_clients=None, batch_max=None, split_locks=None, mode=0o600, keep=False,
                  drain_timeout=5.0, detach_timeout=3.0, kill_stopped=None, recovery=True,
-                 poll=0.05, log=None):
+                 poll=0.05, log=None, notify=None):
         self.name = names.validate(name)
         self._requested = {"capacity": capacity, "item_size": item_size,
                            "max_clients": max_clients, "batch_max": batch_max,
@@ -96,6 +98,11 @@ class FifoDaemon:
         self._suspect = None      # a contradiction seen on the last look only
         self._locked_since = None  # when a lock was first seen taken on every look since
         self._lock_reported = set()
+        # A service manager to tell about readiness, status, liveness and stopping
+        # (notify.Notifier), or None.
+        self.notify = notify
+        self._status_text = None
+        self._next_status = self._next_watchdog = 0.0
         _daemons.add(self)
 
     # -- start ------------------------------------------------------------------------------
@@ -328,7 +335,7 @@ class FifoDaemon:
             self.log.warning("client(s) died: %s; recovering",
                              ", ".join(f"pid {Entry(seg, i).pid}" for i in dead))
         recovery = Recovery(seg, self.log, kill_stopped=self.kill_stopped,
-                            should_stop=self.stopping)
+                            should_stop=self.stopping, tick=self._beat)
         try:
             freed = recovery.run(dead)
         except Corrupt as corrupt:
@@ -356,12 +363,56 @@ class FifoDaemon:
         if self.seg is None:
             self.start()
         try:
+            self._tell(ready=1, status=self.summary())
             while not self._stop:
                 self.check_clients()
+                self._beat()
                 time.sleep(self.poll)
+            self._tell(stopping=1, status="stopping")
             return self._shutdown()
         finally:
             self.close()
+
+    # -- telling a service manager (notify.py) ----------------------------------------------
+
+    def summary(self):
+        """One line on what the FIFO holds and who uses it, for STATUS=."""
+        w, g = self.seg.words, self.seg.geometry
+        roles = {}
+        for entry in table.active(self.seg):
+            roles[entry.role_name] = roles.get(entry.role_name, 0) + 1
+        clients = ", ".join(f"{n} {role}{'s' if n != 1 else ''}"
+                            for role, n in sorted(roles.items())) or "no clients"
+        state = "corrupt, " if self.corrupt else ""
+        return (f"{state}{w[H_HEAD] - w[H_TAIL]}/{g.capacity} items, {clients}, "
+                f"{w[H_RECOVERIES]} recoveries")
+
+    def _tell(self, **fields):
+        notify = self.notify
+        if notify is None or not notify.enabled:
+            return
+        failed = notify.error
+        if not notify.send(**fields) and failed is None:
+            self.log.warning("cannot notify the service manager at %s: %s",
+                             notify.address.replace("\0", "@"), notify.error)
+
+    def _beat(self):
+        """WATCHDOG=1 at half the watchdog interval and STATUS= when it changed (checked
+        once a second): from the loop that watches clients and from a recovery's waits, so
+        that a daemon whose loop stops turning is restarted, and only then."""
+        notify = self.notify
+        if notify is None or not notify.enabled or self.seg is None:
+            return
+        now = time.monotonic()
+        if notify.watchdog_s and now >= self._next_watchdog:
+            self._next_watchdog = now + notify.watchdog_s / 2
+            self._tell(watchdog=1)
+        if now >= self._next_status:
+            self._next_status = now + STATUS_INTERVAL
+            text = self.summary()
+            if text != self._status_text:
+                self._status_text = text
+                self._tell(status=text)
 
     def _clients(self, role=None):
         return [entry.index for entry in table.active(self.seg, role)]

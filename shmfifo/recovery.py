@@ -120,12 +120,14 @@ def set_semaphore(sem, value, bound):
 class Recovery:
     """One reconciliation of a segment. ``run`` returns the entries it freed."""
 
-    def __init__(self, seg, log, *, kill_stopped=None, report_after=1.0, should_stop=None):
+    def __init__(self, seg, log, *, kill_stopped=None, report_after=1.0, should_stop=None,
+                 tick=None):
         self.seg = seg
         self.log = log
         self.kill_stopped = kill_stopped
         self.report_after = report_after
         self.should_stop = should_stop or (lambda: False)
+        self.tick = tick or (lambda: None)     # called at each look while waiting
         self._crash = crashpoints.hook()
 
     def _entry(self, index):
@@ -192,6 +194,7 @@ class Recovery:
                 self._report_blockers(blockers, waited, reported)
             if self.should_stop() and waited >= self.report_after:
                 return None
+            self.tick()
             time.sleep(QUIESCENCE_POLL)
 
     def _report_blockers(self, blockers, waited, reported):

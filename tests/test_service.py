@@ -5,6 +5,7 @@ systemd itself does not run in these test machines; the socket and the environme
 exactly what it hands a service, and the daemon cannot tell the difference."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -151,3 +152,19 @@ def test_log_lines_suit_the_journal(fifo_name):
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_the_unit_file_is_valid(tmp_path):
+    """docs/shmfifo@.service, with ExecStart pointing at this checkout's command, passes
+    systemd's own check."""
+    with open(os.path.join(REPO, "docs", "shmfifo@.service")) as f:
+        unit = f.read()
+    command = os.path.join(os.path.dirname(sys.executable), "shmfifo")
+    assert "ExecStart=/usr/local/bin/shmfifo fifo --name %i" in unit
+    path = tmp_path / "shmfifo@lab.service"
+    path.write_text(unit.replace("/usr/local/bin/shmfifo", command))
+    check = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert check.stderr == "", check.stderr

@@ -24,6 +24,7 @@ from . import __version__, log as logs, names
 from .errors import (CorruptSegment, FifoExists, FifoNotFound, ItemTooLarge, ShmfifoError,
                      UsageError)
 from .pacing import parse_rate
+from .pipes import RecordTooLong
 
 __all__ = ["main", "run", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_FOUND"]
 
@@ -175,14 +176,27 @@ def build_parser():
                        help=f"FIFO name (default: {names.DEFAULT_NAME})")
         if role == "producer":
             p.add_argument("--item", default=None, help="the item to put (a string)")
-        p.add_argument("--rate", type=_rate, default=1.0,
-                       help="items per second, or max (default: 1)")
+            p.add_argument("--stdin", action="store_true",
+                           help="put each line of standard input (without its newline) "
+                                "instead of ITEM, in order, and exit 0 at its end; a line "
+                                "that is UTF-8 is put as a str, any other as bytes; rate "
+                                "defaults to max")
+        else:
+            p.add_argument("--raw", action="store_true",
+                           help="write each item's bytes (a str as UTF-8) and a newline to "
+                                "stdout, and nothing else; rate defaults to max")
+        p.add_argument("-0", "--null", action="store_true",
+                       help="with --stdin/--raw: records end with NUL instead of a newline")
+        p.add_argument("--rate", type=_rate, default=argparse.SUPPRESS,
+                       help="items per second, or max (default: 1; max with --stdin or "
+                            "--raw)")
         p.add_argument("--count", type=_positive_int("count"), default=None,
                        help="stop after N items")
         if role == "consumer":
             p.add_argument("--json", action="store_true",
                            help="one JSON object per item: item, type, producer, seq, "
-                                "latency_us")
+                                "latency_us (a bytes item in base64, with \"encoding\": "
+                                "\"base64\")")
             p.add_argument("--allow-pickle", action="store_true",
                            help="unpickle pickled items even when users other than you can "
                                 "write to the FIFO (unpickling runs code the writer chose); "
@@ -298,24 +312,46 @@ def _cmd_fifo(args):
     return EXIT_OK if report is not None else EXIT_ERROR
 
 
+def _pipe_options(args, pipe, option):
+    """The rate (default 1, or max in pipe mode) and the record separator."""
+    if args.null and not pipe:
+        raise _Usage(f"-0/--null goes with {option}")
+    if not hasattr(args, "rate"):
+        args.rate = None if pipe else 1.0
+    from .pipes import NEWLINE, NUL
+    return NUL if args.null else NEWLINE
+
+
 def _cmd_producer(args):
-    from .producer import run_producer
+    from .producer import run_producer, run_stdin_producer
     _parse_params("producer", args)
+    separator = _pipe_options(args, args.stdin, "--stdin")
+    log = logs.setup("producer", args.verbosity)
+    if args.stdin:
+        if args.item is not None:
+            raise _Usage("item= and --stdin do not go together: the items come from stdin")
+        return run_stdin_producer(args.fifo, args.rate, separator=separator, count=args.count,
+                                  log=log, shared=args.shared)
     if args.item is None:
-        raise _Usage("missing the item to put: give item=VALUE (or --item VALUE)")
+        raise _Usage("missing the item to put: give item=VALUE (or --item VALUE), or "
+                     "--stdin")
     if args.item == "":
         raise _Usage("item: '' is not allowed; the item must not be empty")
-    log = logs.setup("producer", args.verbosity)
     return run_producer(args.fifo, args.item, args.rate, count=args.count,
                         log=log, shared=args.shared)
 
 
 def _cmd_consumer(args):
-    from .consumer import run_consumer
+    from .consumer import JSON, RAW, TEXT, run_consumer
     _parse_params("consumer", args)
+    separator = _pipe_options(args, args.raw, "--raw")
+    if args.raw and args.json:
+        raise _Usage("--raw and --json do not go together")
     log = logs.setup("consumer", args.verbosity)
-    return run_consumer(args.fifo, args.rate, count=args.count, as_json=args.json, log=log,
-                        shared=args.shared, allow_pickle=args.allow_pickle)
+    form = RAW if args.raw else JSON if args.json else TEXT
+    return run_consumer(args.fifo, args.rate, count=args.count, form=form,
+                        separator=separator, log=log, shared=args.shared,
+                        allow_pickle=args.allow_pickle)
 
 
 def _cmd_status(args):
@@ -403,7 +439,7 @@ def main(argv=None):
         prefix = f"shmfifo {command}" if command else "shmfifo"
         print(f"{prefix}: error: {error} (see {prefix} --help)", file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, ItemTooLarge) as error:
+    except (UsageError, ItemTooLarge, RecordTooLong) as error:
         print(f"shmfifo {command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except FifoNotFound as error:

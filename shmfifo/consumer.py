@@ -4,12 +4,22 @@
     item='a' producer=4711 seq=1
     item='b' producer=4712 seq=1
 
-Each line is printed and flushed before the item is acknowledged, so a kill can re-deliver
-an item whose line was already printed (at-least-once) but never lose one. ``--json`` prints
-one object per line: ``{"item": ..., "type": ..., "producer": ..., "seq": ..., "latency_us": ...}``.
-Non-printable characters are always shown escaped, never sent raw to the terminal.
+Three forms of output:
+
+* lines for a person (the default): non-printable characters always shown escaped, never
+  sent raw to the terminal;
+* ``--json``: one object per item, ``{"item": ..., "type": ..., "producer": ..., "seq":
+  ..., "latency_us": ...}``; a bytes item is base64 with ``"encoding": "base64"``, so any
+  bytes survive;
+* ``--raw``: each item's bytes (a str as UTF-8) and a newline (a NUL with ``-0``), nothing
+  else: the other end of ``producer --stdin`` (pipes.py).
+
+Items are written and flushed before they are acknowledged, so a kill can re-deliver an item
+whose line was already written (at-least-once) but never lose one. When the output goes away
+(``| head``), what was taken and not written is given back to the FIFO.
 """
 
+import base64
 import json
 import sys
 import time
@@ -17,11 +27,14 @@ import time
 from . import crashpoints, layout
 from .errors import CorruptItem, UntrustedItem
 from .handle import attach
+from .pipes import NEWLINE, bytes_of
 from .ring import Message
 from .runner import Runner
 from .status import rate_text
 
-__all__ = ["run_consumer", "format_item", "json_record"]
+__all__ = ["run_consumer", "format_item", "json_record", "TEXT", "JSON", "RAW"]
+
+TEXT, JSON, RAW = "text", "json", "raw"
 
 
 def _printable(text):
@@ -47,66 +60,130 @@ def format_item(item):
 
 
 def json_record(message, now_ns):
+    """The --json line of a message. Exact for str, bytes (base64), int and float items."""
     item = message.item
-    if isinstance(item, (str, int)) and not isinstance(item, bool):
+    record = {}
+    if isinstance(item, (str, int, float)) and not isinstance(item, bool):
         value, kind = item, type(item).__name__
-    elif isinstance(item, bytes):
-        value, kind = item.decode("utf-8", "backslashreplace"), "bytes"
+    elif isinstance(item, (bytes, bytearray)):
+        value, kind = base64.b64encode(item).decode("ascii"), type(item).__name__
+        record["encoding"] = "base64"
     elif isinstance(item, Refused):
         value, kind = None, "refused"
     else:
         value, kind = repr(item), "object"
-    return json.dumps({"item": value, "type": kind, "producer": message.producer,
-                       "seq": message.seq,
-                       "latency_us": round((now_ns - message.put_ns) / 1000, 1)})
+    record = {"item": value, "type": kind, **record, "producer": message.producer,
+              "seq": message.seq, "latency_us": round((now_ns - message.put_ns) / 1000, 1)}
+    return json.dumps(record)
 
 
-def run_consumer(fifo_name, rate, *, count=None, as_json=False, log, out=None, shared=False,
-                 allow_pickle=False):
+class _Output:
+    """Writes the items of one take, in the chosen form, and flushes them."""
+
+    def __init__(self, form, separator, out, log):
+        self.form = form
+        self.separator = separator
+        self.log = log
+        self.out = out.buffer if form == RAW else out
+        self._warned = set()
+
+    def warn_once(self, kind, text):
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.log.warning("%s", text)
+
+    def write(self, messages):
+        out = self.out
+        if self.form == RAW:          # items, not messages: nothing but their bytes goes out
+            for item in messages:
+                data = bytes_of(item)
+                if self.separator in data:
+                    self.warn_once("separator", f"an item contains the record separator "
+                                   f"{self.separator!r}, so it reads as several records "
+                                   f"downstream (-0 separates records with NUL)")
+                out.write(data + self.separator)
+        elif self.form == JSON:
+            now = time.monotonic_ns()
+            out.write("".join(json_record(m, now) + "\n" for m in messages))
+        else:
+            out.write("".join(f"item={format_item(m.item)} producer={m.producer} "
+                              f"seq={m.seq}\n" for m in messages))
+        out.flush()
+
+
+def run_consumer(fifo_name, rate, *, count=None, form=TEXT, separator=NEWLINE, log, out=None,
+                 shared=False, allow_pickle=False):
     """Attach, take items at ``rate`` until stopped or ``count`` reached; return exit code."""
-    out = out or sys.stdout
-    with attach(fifo_name, role=layout.ROLE_CONSUMER, rate=rate, shared=shared,
-                allow_pickle=allow_pickle) as fifo:
+    output = _Output(form, separator, out or sys.stdout, log)
+    fifo = attach(fifo_name, role=layout.ROLE_CONSUMER, rate=rate, shared=shared,
+                  allow_pickle=allow_pickle)
+    acknowledged = True
+    try:
         crash = crashpoints.hook()
-        runner = Runner(fifo, None, count=count, log=log, max_batch=1)
-
-        warned = []
+        # Raw output is for programs: whole batches between flushes. A person's lines go one
+        # by one, as the lab's consumer prints them.
+        runner = Runner(fifo, None, count=count, log=log,
+                        max_batch=None if form == RAW else 1)
 
         def step(fifo, n):
-            try:
-                message = fifo.get_message()
-            except UntrustedItem as refused:
-                # Shown, never unpickled: other users can write this FIFO.
-                if not warned:
-                    warned.append(True)
-                    log.warning("%s", refused)
-                message = Message(Refused(len(refused.payload)), refused.producer,
-                                  refused.seq, refused.put_ns)
-            except CorruptItem as corrupt:
-                # Reported and skipped (it was taken: the next get acknowledges it).
-                log.warning("%s", corrupt)
-                return 0
-            if as_json:
-                line = json_record(message, time.monotonic_ns())
-            else:
-                line = (f"item={format_item(message.item)} producer={message.producer} "
-                        f"seq={message.seq}")
-            out.write(line + "\n")
-            out.flush()
+            nonlocal acknowledged
+            messages = _take(fifo, n, output, raw=form == RAW)
+            acknowledged = False
+            output.write(messages)
             if crash:
                 crash("consumer.handled")
             fifo.ack()
+            acknowledged = True
             if log.isEnabledFor(10):
-                log.debug("took %s (producer %d, seq %d, #%d)", format_item(message.item),
-                          message.producer, message.seq, runner.done + 1)
-            return 1
+                for k, m in enumerate(messages):
+                    if form == RAW:
+                        log.debug("took %s (#%d)", format_item(m), runner.done + k + 1)
+                    else:
+                        log.debug("took %s (producer %d, seq %d, #%d)", format_item(m.item),
+                                  m.producer, m.seq, runner.done + k + 1)
+            return len(messages)
 
         runner.step = step
         runner.install_signal_handlers()
         log.info("attached to %r (rate=%s)", fifo_name, rate_text(rate))
-        done = runner.run()
+        try:
+            done = runner.run()
+        except BrokenPipeError:
+            # Whoever read our output is gone (``| head``): what was taken and not written
+            # goes back to the FIFO for another consumer, and that is not an error.
+            done = runner.done
+            runner.stop_reason = "the reader of the output went away"
+            if not acknowledged:
+                fifo.close(ack=False)
+                log.info("gave back to FIFO %r the item(s) not written", fifo_name)
         elapsed = runner.elapsed()
         achieved = done / elapsed if elapsed > 0 else 0.0
         log.info("stopped (%s) after %d items in %.1f s (%.2f/s)",
                  runner.stop_reason or "request", done, elapsed, achieved)
+    finally:
+        fifo.close()
     return 0
+
+
+def _take(fifo, n, output, raw):
+    """One message for the text forms; up to ``n`` items, in one take, for raw output. A
+    refused pickle is shown as Refused in the text forms and left out of raw output; a
+    corrupt item is reported and skipped (it was taken: the next get acknowledges it)."""
+    try:
+        if not raw:
+            return [fifo.get_message()]
+        return fifo.get_many(n)
+    except (UntrustedItem, CorruptItem) as error:
+        taken = getattr(error, "items", None) or [error]
+    messages = []
+    for x in taken:
+        if isinstance(x, UntrustedItem):
+            # Shown, never unpickled: other users can write this FIFO.
+            output.warn_once("untrusted", str(x))
+            if not raw:
+                messages.append(Message(Refused(len(x.payload)), x.producer, x.seq, x.put_ns))
+        elif isinstance(x, CorruptItem):
+            output.log.warning("%s", x)
+        else:
+            messages.append(x)
+    return messages

@@ -24,9 +24,9 @@ import weakref
 
 from . import layout, lease, log as logs, names, table
 from .errors import CorruptSegment, FifoExists, UsageError
-from .layout import (CORRUPT, DRAINING, FREE, GETTING, H_BLOCKER, PUTTING, H_CREATED, H_DAEMON_PID, H_DAEMON_START, H_DISCARDED,
-                     H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES, H_STATE, H_TAIL, ROLE_PRODUCER,
-                     RUNNING, STOPPED)
+from .layout import (CORRUPT, DRAINING, FREE, GETTING, H_BLOCKER, H_CREATED, H_DAEMON_PID,
+                     H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES,
+                     H_STATE, H_TAIL, PUTTING, RETURNED, ROLE_PRODUCER, RUNNING, STOPPED)
 from .recovery import Corrupt, Recovery, dead_entries, process_state, ring_problem
 from .status import rate_text
 from .table import Entry, process_start_ms
@@ -331,9 +331,16 @@ class FifoDaemon:
             for index in dead:
                 Entry(seg, index).state = FREE
             return dead
-        if dead:
+        died = [Entry(seg, i) for i in dead]
+        returned = [e for e in died if e.state == RETURNED]
+        if returned:
+            self.log.info("%s gave back what %s had not acknowledged; re-queuing",
+                          ", ".join(f"{e.role_name} pid {e.pid}" for e in returned),
+                          "it" if len(returned) == 1 else "they")
+        died = [e for e in died if e.state != RETURNED]
+        if died:
             self.log.warning("client(s) died: %s; recovering",
-                             ", ".join(f"pid {Entry(seg, i).pid}" for i in dead))
+                             ", ".join(f"pid {e.pid}" for e in died))
         recovery = Recovery(seg, self.log, kill_stopped=self.kill_stopped,
                             should_stop=self.stopping, tick=self._beat)
         try:

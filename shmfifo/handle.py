@@ -70,9 +70,9 @@ class Attachment:
         self.clients = weakref.WeakSet()
         self.seg = Segment.open(name, trust="shared" if shared else "own")
 
-    def close(self):
+    def close(self, ack=True):
         for client in list(self.clients):
-            client.close()
+            client.close(ack)
         self.seg.close()
 
     def abandon(self):
@@ -327,9 +327,13 @@ class Fifo:
             for client in list(attachment.clients):
                 client.request_stop()
 
-    def close(self):
+    def close(self, ack=True):
         """Acknowledge what was taken, free this handle's clients and release it. Blocked
-        calls in other threads end with HandleClosed. Idempotent."""
+        calls in other threads end with HandleClosed. Idempotent.
+
+        ``ack=False`` gives back instead what was taken and not acknowledged: the daemon
+        re-queues it at the front of the FIFO, as it does a crashed client's items (for a
+        consumer that cannot hand on what it took, such as one whose output went away)."""
         with self._lock:
             if self.closed:
                 return
@@ -357,7 +361,7 @@ class Fifo:
                 # Still inside after that: leave it all mapped (freed at exit).
                 _stuck.append(threads_clients)
                 return
-        attachment.close()
+        attachment.close(ack)
 
     def __enter__(self):
         return self

@@ -77,8 +77,9 @@ PARAM_OFFSET = ENTRY_WORDS * WORD
 PARAM_BYTES = 64
 INFLIGHT_OFFSET = PARAM_OFFSET + PARAM_BYTES
 
-# E_STATE values
-FREE, ACTIVE = 0, 1
+# E_STATE values. RETURNED: the client left without acknowledging what it took and gave up
+# its lease, so that the daemon re-queues those items as it does a dead client's.
+FREE, ACTIVE, RETURNED = 0, 1, 2
 
 # E_ROLE values
 ROLE_CLIENT, ROLE_PRODUCER, ROLE_CONSUMER = 0, 1, 2

@@ -65,7 +65,7 @@ from .errors import (CorruptItem, Empty, FifoClosed, Full, HandleClosed, ItemToo
 from .items import TYPE_NAMES, decode, encode
 from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, E_GETS, E_INFLIGHT,
                      E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
-                     GETTING, H_DEBT, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE,
+                     RETURNED, GETTING, H_DEBT, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE,
                      PREPARED, PUTTING, RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER,
                      SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_PICKLE, TAG_SHIFT, TAG_STR, TAKEN,
                      slot_length, slot_tag)
@@ -588,10 +588,14 @@ class Client(Waiting):
 
     # -- closing ----------------------------------------------------------------------------
 
-    def close(self):
+    def close(self, ack=True):
         """Acknowledge what was taken, free the entry and give up its lease. Only when no
         operation of this client runs (its thread's, or any once the handle waited for
-        ``active`` to empty). Idempotent."""
+        ``active`` to empty). Idempotent.
+
+        ``ack=False``: items taken and not acknowledged go back to the FIFO instead. The
+        entry is left RETURNED with its in-flight record and without its lease, which the
+        daemon treats as it treats a dead client's: it re-queues the items at the front."""
         self.closed = True
         # The thread's exit and the handle's close() may both get here: once only, or the
         # second would write into an entry someone else has claimed meanwhile.
@@ -599,9 +603,12 @@ class Client(Waiting):
             w, e = self._w, self._e
             if w is None:
                 return
-            w[e + E_INFLIGHT] = NONE
             w[e + E_PHASE] = IDLE
-            w[e + E_STATE] = FREE        # freed before the lease goes: never seen as dead
+            if ack or w[e + E_INFLIGHT] == NONE:
+                w[e + E_INFLIGHT] = NONE
+                w[e + E_STATE] = FREE    # freed before the lease goes: never seen as dead
+            else:
+                w[e + E_STATE] = RETURNED
             lease.unlock(self._seg.fd, lease.entry_byte(self.index))
             self._release()
 

@@ -14,10 +14,11 @@ from .errors import FifoClosed, Stopped
 from .pacing import Pacer
 from .status import rate_text
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "STOP_SIGNALS", "STOP_SIGNAL_NAMES"]
 
 # What stops a producer or consumer cleanly: kill, Ctrl-C, and a closed terminal.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SIGNAL_NAMES = frozenset(signal.Signals(s).name for s in STOP_SIGNALS)
 # How often the loop checks that the daemon is still there (one fcntl per check).
 DAEMON_CHECK_INTERVAL = 1.0
 
@@ -28,8 +29,11 @@ class Runner:
     ``step`` does up to ``n`` items (blocking as needed) and returns how many it did.
     """
 
-    def __init__(self, fifo, step, *, count=None, log, max_batch=None):
+    def __init__(self, fifo, step, *, count=None, log, max_batch=None, waited=None):
         self.fifo = fifo
+        # Seconds spent so far waiting for something other than the FIFO (input on stdin):
+        # a stall too, after which the schedule restarts rather than bursts.
+        self.waited = waited or (lambda: 0.0)
         self.step = step
         self.count = count
         self.log = log
@@ -44,6 +48,16 @@ class Runner:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
         self._handlers_installed = True
+
+    @property
+    def stopping(self):
+        return self._stopping
+
+    def finish(self, reason):
+        """End the loop after this step (from ``step``: its input has ended)."""
+        if not self._stopping:
+            self._stopping = True
+            self.stop_reason = reason
 
     def _on_signal(self, signum, frame):
         # Never raise here: a handler that raises inside a semaphore wait leaks the token.
@@ -66,7 +80,7 @@ class Runner:
                 continue
             if self.count is not None:
                 n = min(n, self.count - self.done)
-            blocked = fifo.blocked_s
+            blocked = fifo.blocked_s + self.waited()
             try:
                 did = self.step(fifo, n)
             except Stopped as stop:
@@ -80,7 +94,7 @@ class Runner:
                 break
             now = time.monotonic()
             # only waits for a slot or an item count as a stall, not lock contention
-            pacer.done(did, stalled_for=fifo.blocked_s - blocked)
+            pacer.done(did, stalled_for=fifo.blocked_s + self.waited() - blocked)
             self.done += did
             if self.count is not None and self.done >= self.count:
                 self.stop_reason = f"count {self.count} reached"

@@ -39,7 +39,8 @@ class Entry:
         self.offset = seg.geometry.entry_offset(index)     # in bytes
         self.base = self.offset // layout.WORD             # in words
 
-    state = _word(E_STATE, "FREE or ACTIVE; written last when claiming, last when freeing")
+    state = _word(E_STATE, "FREE, ACTIVE or RETURNED; written last when claiming, last "
+                           "when freeing")
     pid = _word(E_PID, "the client's process")
     start = _word(E_START, "its process's create time, ms since the epoch")
     role = _word(E_ROLE, "ROLE_CLIENT, ROLE_PRODUCER or ROLE_CONSUMER")

@@ -160,9 +160,9 @@ class Procs:
     def __init__(self):
         self.all = []
 
-    def spawn(self, *args, env=None):
+    def spawn(self, *args, env=None, stdin=None):
         """Start ``python -m shmfifo ARGS``."""
-        proc = Proc([sys.executable, "-m", "shmfifo", *map(str, args)], env=env)
+        proc = Proc([sys.executable, "-m", "shmfifo", *map(str, args)], env=env, stdin=stdin)
         self.all.append(proc)
         return proc
 

@@ -91,6 +91,18 @@ def _name(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"--metrics-port: {text!r} is not allowed; use a TCP port from 0 to 65535 (0 "
+            f"picks a free one)")
+    return value
+
+
 def _mode(text):
     try:
         value = int(text, 8)
@@ -155,6 +167,15 @@ def build_parser():
                    metavar="SECONDS",
                    help="SIGKILL a stopped (SIGSTOP) client that blocks a recovery, or holds "
                         "a lock, for this long (default: only report it)")
+    p.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                   help="serve Prometheus metrics over HTTP at /metrics on this port (0: a "
+                        "free one; the log says which), read from the FIFO at each scrape. "
+                        "The port is bound before the FIFO is created: if it is taken, or "
+                        "the prometheus_client library is missing (pip install "
+                        "'shmfifo[metrics]'), the daemon exits 1 having created nothing")
+    p.add_argument("--metrics-addr", default=None, metavar="ADDR",
+                   help="with --metrics-port: the address to listen on (default: 127.0.0.1, "
+                        "this machine only; 0.0.0.0 or :: for every interface)")
     p.add_argument("--no-recovery", action="store_true", help=argparse.SUPPRESS)
     _add_verbosity(p)
 
@@ -213,6 +234,12 @@ def build_parser():
                                    "and count. Without NAME, list every FIFO on this machine.")
     p.add_argument("name", nargs="?", type=_name, help="FIFO name (default: list all)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--prometheus", action="store_true",
+                   help="print Prometheus metrics once, the same as fifo --metrics-port "
+                        "serves (for node_exporter's textfile collector); without NAME, of "
+                        "every FIFO. A FIFO that is gone or unreadable is shmfifo_up 0 in "
+                        "the text, exit 0. Needs prometheus_client (pip install "
+                        "'shmfifo[metrics]'; exit 1 without it)")
     p.add_argument("--watch", action="store_true",
                    help="a live view like top, redrawn in place once a second: fill bar, "
                         "puts and takes per second, the daemon, each client's configured "
@@ -295,6 +322,7 @@ def _cmd_fifo(args):
     from .daemon import FifoDaemon
     from .notify import Notifier
     log = logs.setup("fifo", args.verbosity)
+    exporter = _metrics_exporter(args, log)
     daemon = FifoDaemon(args.name, capacity=args.size, item_size=args.item_size,
                         max_clients=args.max_clients, batch_max=args.batch,
                         split_locks=args.split_locks, mode=args.mode, keep=args.keep,
@@ -309,6 +337,8 @@ def _cmd_fifo(args):
              args.name, g.capacity, g.item_size, g.max_clients, daemon.locking,
              daemon.seg.mode)
     report = daemon.serve_forever()
+    if exporter is not None:
+        exporter.close()
     return EXIT_OK if report is not None else EXIT_ERROR
 
 
@@ -320,6 +350,20 @@ def _pipe_options(args, pipe, option):
         args.rate = None if pipe else 1.0
     from .pipes import NEWLINE, NUL
     return NUL if args.null else NEWLINE
+
+
+def _metrics_exporter(args, log):
+    """Start serving the metrics of ``--metrics-port``: before the FIFO exists, so that a
+    port in use stops the daemon having created nothing."""
+    if args.metrics_port is None:
+        if args.metrics_addr is not None:
+            raise _Usage("--metrics-addr goes with --metrics-port")
+        return None
+    from . import metrics
+    exporter = metrics.serve(args.name, args.metrics_port,
+                             args.metrics_addr or metrics.DEFAULT_ADDR)
+    log.info("metrics at %s", exporter.url)
+    return exporter
 
 
 def _cmd_producer(args):
@@ -362,6 +406,13 @@ def _cmd_status(args):
         if args.interval is not None and not 0.1 <= args.interval <= MAX_INTERVAL:
             raise _Usage(f"--interval: {args.interval:g} is not allowed; use 0.1 to "
                          f"{MAX_INTERVAL:g} seconds")
+    if args.prometheus:
+        from .metrics import exposition
+        if args.json or args.watch:
+            raise _Usage(f"--prometheus and --{'json' if args.json else 'watch'} do not go "
+                         f"together")
+        sys.stdout.write(exposition(args.name))
+        return EXIT_OK
     if args.watch:
         from .watch import watch
         if args.json:

@@ -11,6 +11,7 @@ __all__ = [
     "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
     "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "Stopped", "NoFreeEntry",
     "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem", "CorruptItem",
+    "MissingExtra", "CannotListen",
 ]
 
 
@@ -193,6 +194,31 @@ class NoFreeEntry(ShmfifoError):
             f"FIFO {name!r} already has {max_clients} clients attached, its maximum (start it "
             f"with a larger --max-clients)"
         )
+
+
+class MissingExtra(ShmfifoError):
+    """A feature that needs an optional library which is not installed."""
+
+    def __init__(self, feature, library, extra):
+        self.feature = feature
+        self.library = library
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the {library} library, which is not installed (install it "
+            f"with: pip install 'shmfifo[{extra}]')"
+        )
+
+
+class CannotListen(ShmfifoError):
+    """A server could not listen on an address and port: taken, not allowed, not this
+    machine's, or not an address at all."""
+
+    def __init__(self, what, addr, port, reason, hint):
+        self.addr = addr
+        self.port = port
+        self.reason = reason
+        host = f"[{addr}]" if ":" in addr else addr
+        super().__init__(f"cannot serve {what} on {host}:{port}: {reason} ({hint})")
 
 
 class Full(ShmfifoError, queue.Full):

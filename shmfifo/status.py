@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import stat
+import time
 from typing import Optional, Tuple
 
 import posix_ipc
@@ -32,7 +33,15 @@ from .segment import Segment
 from .table import entries
 
 __all__ = ["ClientStatus", "FifoStatus", "snapshot", "snapshot_all", "format_status",
-           "format_list", "status_dict", "find_client"]
+           "format_list", "status_dict", "find_client", "CLIENT_STATES", "DAEMON_STATES"]
+
+DEAD = "dead (recovery pending)"
+# Every state a client is shown in, for those who list them all (metrics.py counts clients
+# in each, zeros included).
+CLIENT_STATES = ("running", "blocked on full", "blocked on empty", "parked", "stopped", DEAD)
+DAEMON_STATES = ("running", "recovering", "draining", "stopping", "corrupt", "gone")
+# How long to look for a moment between recoveries to read the totals at (see _totals).
+TOTALS_PATIENCE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +84,7 @@ class FifoStatus:
     clients: Tuple[ClientStatus, ...]
     mode: int
     owner: int = -1           # uid owning the segment
+    reserved: int = 0         # bytes of the segment, all reserved when it was created
 
 
 def _client(entry):
@@ -83,7 +93,7 @@ def _client(entry):
     pid = entry.pid
     rate = entry.rate
     if not entry.alive():
-        state = "dead (recovery pending)"
+        state = DEAD
     else:
         proc = process_state(pid, entry.start)
         if proc == "stopped":
@@ -111,7 +121,7 @@ def snapshot(name, grace=None):
 
 def _read(seg):
     w, g = seg.words, seg.geometry
-    head, tail = w[H_HEAD], w[H_TAIL]
+    head, tail, requeued, recoveries = _totals(w)
     sems = []
     for which, sem in seg.semaphores():
         try:
@@ -125,16 +135,36 @@ def _read(seg):
         daemon = "recovering"
     else:
         daemon = {layout.RUNNING: "running", layout.DRAINING: "draining",
-                  layout.STOPPED: "stopping"}.get(w[H_STATE], "running")
+                  layout.STOPPED: "stopping", layout.CORRUPT: "corrupt"}.get(w[H_STATE],
+                                                                             "running")
     clients = tuple(c for c in map(_client, entries(seg)) if c)
     return FifoStatus(
         name=seg.name, capacity=g.capacity, item_size=g.item_size, max_clients=g.max_clients,
         batch_max=g.batch_max, split_locks=g.split_locks, items=max(0, head - tail),
         semaphores=tuple(sems), puts=head - layout.BASE,
-        taken=tail - layout.BASE + w[H_REQUEUED], requeued=w[H_REQUEUED],
-        recoveries=w[H_RECOVERIES], debt=w[H_DEBT], daemon_pid=w[H_DAEMON_PID], daemon=daemon,
+        taken=tail - layout.BASE + requeued, requeued=requeued,
+        recoveries=recoveries, debt=w[H_DEBT], daemon_pid=w[H_DAEMON_PID], daemon=daemon,
         blocker=w[H_BLOCKER], clients=clients,
-        mode=stat.S_IMODE(os.fstat(seg.fd).st_mode), owner=os.fstat(seg.fd).st_uid)
+        mode=stat.S_IMODE(os.fstat(seg.fd).st_mode), owner=os.fstat(seg.fd).st_uid,
+        reserved=g.total_size)
+
+
+def _totals(w, patience=TOTALS_PATIENCE):
+    """``head, tail, requeued, recoveries`` as of one moment between recoveries.
+
+    A re-queue moves ``tail`` back before it adds to ``requeued``: read in between, the total
+    taken would dip for a moment, and a monitoring system takes a counter that goes down for
+    a restart from zero. Only a recovery re-queues, and it runs with ``epoch`` odd, so the
+    epoch serves as a sequence lock: the words are read again until the epoch is even and
+    the same before and after. A recovery that stays blocked (on a stopped client) waits
+    before any re-queue, so after ``patience`` seconds the words are taken as they are."""
+    deadline = time.monotonic() + patience
+    while True:
+        epoch = w[H_EPOCH]
+        words = w[H_HEAD], w[H_TAIL], w[H_REQUEUED], w[H_RECOVERIES]
+        if (not epoch & 1 and w[H_EPOCH] == epoch) or time.monotonic() > deadline:
+            return words
+        time.sleep(0.001)
 
 
 def snapshot_all():

@@ -32,7 +32,7 @@ from .status import rate_text
 from .table import Entry, process_start_ms
 from .segment import Segment
 
-__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked"]
+__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked", "geometry_for"]
 
 DEFAULTS = {"capacity": 32, "item_size": 128, "max_clients": 32}
 # A lock is held for microseconds; one seen taken on every look for this long is held by a
@@ -100,29 +100,9 @@ class FifoDaemon:
 
     # -- start ------------------------------------------------------------------------------
 
-    def _geometry(self):
-        r = self._requested
-        capacity = r["capacity"] if r["capacity"] is not None else DEFAULTS["capacity"]
-        batch = r["batch_max"]
-        if batch is None:
-            batch = max(1, min(capacity, MAX_DEFAULT_BATCH)) if capacity >= 1 else 1
-        geometry = layout.Geometry(
-            capacity=capacity,
-            item_size=r["item_size"] if r["item_size"] is not None else DEFAULTS["item_size"],
-            max_clients=(r["max_clients"] if r["max_clients"] is not None
-                         else DEFAULTS["max_clients"]),
-            batch_max=batch, split_locks=bool(r["split_locks"]))
-        problems = geometry.problems()
-        if problems:
-            arg, allowed = problems[0]
-            given = {"size": geometry.capacity, "item-size": geometry.item_size,
-                     "max-clients": geometry.max_clients, "batch": geometry.batch_max}[arg]
-            raise UsageError(arg, given, allowed)
-        return geometry
-
     def start(self):
         """Create the FIFO, or adopt an existing one whose daemon is dead."""
-        geometry = self._geometry()
+        geometry = geometry_for(**self._requested)
         seg = Segment.create(self.name, geometry, self.mode)
         if seg is not None:
             self.seg = seg
@@ -430,6 +410,27 @@ class FifoDaemon:
         if self.seg is not None:
             self.seg.close()
             self.seg = None
+
+
+def geometry_for(capacity=None, item_size=None, max_clients=None, batch_max=None,
+                 split_locks=None):
+    """The geometry a daemon creates for these options (None: the default), or UsageError
+    naming the first one out of range. ``shmfifo doctor`` sizes /dev/shm with it."""
+    capacity = capacity if capacity is not None else DEFAULTS["capacity"]
+    if batch_max is None:
+        batch_max = max(1, min(capacity, MAX_DEFAULT_BATCH)) if capacity >= 1 else 1
+    geometry = layout.Geometry(
+        capacity=capacity,
+        item_size=item_size if item_size is not None else DEFAULTS["item_size"],
+        max_clients=max_clients if max_clients is not None else DEFAULTS["max_clients"],
+        batch_max=batch_max, split_locks=bool(split_locks))
+    problems = geometry.problems()
+    if problems:
+        arg, allowed = problems[0]
+        given = {"size": geometry.capacity, "item-size": geometry.item_size,
+                 "max-clients": geometry.max_clients, "batch": geometry.batch_max}[arg]
+        raise UsageError(arg, given, allowed)
+    return geometry
 
 
 _daemons = weakref.WeakSet()

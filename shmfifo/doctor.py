@@ -335,7 +335,7 @@ def check_accelerator() -> Check:
     """Whether put and get run in C (shmfifo/_fastpath.c) or in Python, and why."""
     name = "C accelerator"
     try:
-        built = os.path.basename(importlib.import_module("shmfifo._fastpath").__file__)
+        built = os.path.basename(importlib.import_module("shmfifo._fastpath").__file__ or "")
     except ImportError as error:
         found = importlib.util.find_spec("shmfifo._fastpath") is not None
         why = f"built but it does not load: {error}" if found else "not built"

@@ -137,15 +137,16 @@ def check_shm(geometry, shm_dir: str = names.SHM_DIR,
         return Check(name, False, f"cannot be used: {error.strerror}", _TMPFS_FIX)
     if not stat.S_ISDIR(st.st_mode):
         return Check(name, False, "is not a directory", _TMPFS_FIX)
-    mount = find_mount(path, mountinfo)
-    fstype = mount[1] if mount else "unknown"
-    where = "" if mount is None or mount[0] == path else f" (part of {mount[0]})"
-    if fstype != "tmpfs":
+    # Without /proc (rare) the type is not known: the checks that need it are skipped.
+    point, fstype, options = find_mount(path, mountinfo) or (path, None, set())
+    where = "" if point == path else f" (part of {point})"
+    if fstype not in ("tmpfs", None):
         return Check(name, False, f"is on {fstype}{where}, not tmpfs: FIFOs would be written "
                                   f"back to disk and outlive a reboot", _TMPFS_FIX)
-    if mount and "ro" in mount[2]:
-        return Check(name, False, "is mounted read-only",
-                     f"mount -o remount,rw {path}")
+    fstype = fstype or "a file system of unknown type"
+    if "ro" in options:
+        return Check(name, False, f"is mounted read-only{where}",
+                     f"mount -o remount,rw {point}")
     if not os.access(path, os.W_OK | os.X_OK):
         return Check(name, False, f"is not writable by uid {os.geteuid()} (mode "
                                   f"{stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})",
@@ -157,12 +158,12 @@ def check_shm(geometry, shm_dir: str = names.SHM_DIR,
     need = reserved_bytes(g)
     if free < need:
         size = _tmpfs_size(total - free + need)
-        return Check(name, False, f"tmpfs{where}, {size_text(free)} free, but {fifo} needs "
-                                  f"{size_text(need)}",
+        return Check(name, False, f"{fstype}{where}, {size_text(free)} free, but {fifo} "
+                                  f"needs {size_text(need)}",
                      f"mount a larger tmpfs (docker run --shm-size={size}; or mount -o "
-                     f"remount,size={size} {path}), or make the FIFO smaller (--size, "
+                     f"remount,size={size} {point}), or make the FIFO smaller (--size, "
                      f"--item-size, --max-clients)")
-    return Check(name, True, f"tmpfs{where}, {size_text(free)} free ({fifo} needs "
+    return Check(name, True, f"{fstype}{where}, {size_text(free)} free ({fifo} needs "
                              f"{size_text(need)})")
 
 

@@ -249,3 +249,27 @@ def test_requires_python_comparisons():
     assert doctor._satisfies((3, 8, 18), ">=3.9") is False
     assert doctor._satisfies((3, 11, 7), ">=3.9, <3.11") is False
     assert doctor._satisfies((3, 11, 7), "~=3.9") is None
+
+
+def test_the_shm_check_on_a_directory_of_any_mount(tmp_path):
+    """check_shm on a real directory, with the mount table it is told: a tmpfs that holds it
+    as a part, an unknown type (no /proc), another type, a read-only tmpfs."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    path, geometry = str(shm), geometry_for()
+
+    def table(*lines):
+        return write(str(tmp_path), "mountinfo", "".join(line + "\n" for line in lines))
+
+    part = doctor.check_shm(geometry, path, table(f"1 0 0:1 / {tmp_path} rw - tmpfs tmpfs rw"))
+    assert part.ok and part.detail.startswith(f"tmpfs (part of {tmp_path}), ")
+    unknown = doctor.check_shm(geometry, path, str(tmp_path / "no-such-file"))
+    assert unknown.ok and unknown.detail.startswith("a file system of unknown type, ")
+    disk = doctor.check_shm(geometry, path, table("1 0 0:1 / / rw - ext4 /dev/sda1 rw"))
+    assert not disk.ok and disk.detail.startswith("is on ext4 (part of /), not tmpfs")
+    ro = doctor.check_shm(geometry, path, table(f"1 0 0:1 / {path} ro - tmpfs tmpfs ro"))
+    assert (ro.ok, ro.detail, ro.fix) == (False, "is mounted read-only",
+                                          f"mount -o remount,rw {path}")
+    missing = doctor.check_shm(geometry, str(tmp_path / "absent"))
+    assert not missing.ok and missing.detail == "cannot be used: No such file or directory"
+    assert missing.fix.startswith("mount -t tmpfs -o mode=1777,size=1g tmpfs /dev/shm")

@@ -413,8 +413,8 @@ def _cmd_doctor(args):
     if args.json:
         print(json.dumps([dataclasses.asdict(check) for check in checks], indent=2))
     else:
-        if hasattr(sys.stdout, "reconfigure"):   # × and — where the locale lacks them: ?
-            sys.stdout.reconfigure(errors="replace")
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="replace")   # a locale without × or —: ?, no traceback
         for check in checks:
             print(doctor.format_check(check))
     return EXIT_OK if all(check.ok for check in checks) else EXIT_ERROR

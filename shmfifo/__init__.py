@@ -15,10 +15,10 @@ from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClose
                      NoSpace, ShmfifoError, Stopped, UntrustedItem, UsageError, CorruptItem)
 from .names import DEFAULT_NAME
 from .handle import Fifo, attach
-from .ring import Message
+from .ring import Message, accelerator
 
-__all__ = ["attach", "serve", "Fifo", "FifoDaemon", "Message", "StopReport", "DEFAULT_NAME",
-           "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
+__all__ = ["attach", "serve", "accelerator", "Fifo", "FifoDaemon", "Message", "StopReport",
+           "DEFAULT_NAME", "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
            "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed",
            "Stopped", "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace",
            "UntrustedItem", "CorruptItem"]

@@ -6,6 +6,7 @@
     shmfifo status [NAME] [--json] [--watch]         what runs           (lsmod, /sys/module)
     shmfifo set NAME PID rate=R                      change a rate       (writable parameter)
     shmfifo clean NAME                               remove a dead FIFO's names
+    shmfifo doctor [--size N] [--item-size B]        can this machine run a FIFO?
     shmfifo demo                                     a 10-second demo on defaults
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 3 FIFO not found (or its daemon is
@@ -25,6 +26,7 @@ from .errors import (CorruptSegment, FifoExists, FifoNotFound, ItemTooLarge, Shm
                      UsageError)
 from .pacing import parse_rate
 from .pipes import RecordTooLong
+from .ring import accelerator
 
 __all__ = ["main", "run", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_FOUND"]
 
@@ -36,6 +38,12 @@ EXIT_CODES = """exit codes:
   1  runtime error (a daemon of that name already runs, a FIFO of another user, ...)
   2  usage error (bad argument, item too large, bad name)
   3  FIFO not found, or its daemon is not running"""
+
+
+DOCTOR_EXIT_CODES = """exit codes:
+  0  every check is ok
+  1  a problem was found (each is printed with its fix)
+  2  usage error (bad argument)"""
 
 
 class _Usage(Exception):
@@ -130,7 +138,10 @@ def build_parser():
                     "memory and semaphores: the producer-consumer kernel-module lab, in user "
                     "space.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"shmfifo {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"shmfifo {__version__}\naccelerator: {accelerator()}",
+                        help="print the version and which accelerator runs put and get "
+                             "(C, or none: pure Python), then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     fmt = argparse.RawDescriptionHelpFormatter
@@ -276,6 +287,23 @@ def build_parser():
                    help="also remove a segment that is unreadable (corrupt or foreign), if "
                         "no process holds a lease on it")
 
+    p = sub.add_parser("doctor", formatter_class=fmt, epilog=DOCTOR_EXIT_CODES,
+                       help="check that this machine can run a FIFO, each problem with its fix",
+                       description="One line per check: /dev/shm (a writable tmpfs with room "
+                                   "for a FIFO of the given options), systemd-logind's "
+                                   "RemoveIPC (which removes a user's FIFOs at logout), named "
+                                   "semaphores, the C accelerator and the Python version. "
+                                   "Each problem is printed with its fix.")
+    p.add_argument("--size", type=_positive_int("size"), default=None,
+                   help="check for room for a FIFO of this capacity (default: 32, as "
+                        "shmfifo fifo)")
+    p.add_argument("--item-size", type=_positive_int("item-size"), default=None,
+                   help="... and this item size in bytes (default: 128)")
+    p.add_argument("--max-clients", type=_positive_int("max-clients"), default=None,
+                   help="... and this many clients (default: 32)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: a list of {name, ok, detail, fix}")
+
     p = sub.add_parser("demo", formatter_class=fmt, epilog=EXIT_CODES,
                        help="a daemon, two producers and a consumer for about 10 seconds",
                        description="Start a daemon, two producers with different items and "
@@ -333,9 +361,9 @@ def _cmd_fifo(args):
         signal.signal(signum, lambda *_: daemon.request_stop())
     daemon.start()
     g = daemon.geometry
-    log.info("ready: FIFO %r, %d slots of %d bytes, %d clients max, %s, mode %04o",
-             args.name, g.capacity, g.item_size, g.max_clients, daemon.locking,
-             daemon.seg.mode)
+    log.info("ready: FIFO %r, %d slots of %d bytes, %d clients max, %s, mode %04o, "
+             "accelerator: %s", args.name, g.capacity, g.item_size, g.max_clients,
+             daemon.locking, daemon.seg.mode, accelerator())
     report = daemon.serve_forever()
     if exporter is not None:
         exporter.close()
@@ -431,16 +459,12 @@ def _cmd_status(args):
         return watch(name, interval=args.interval or 1.0, count=args.count)
     if args.name:
         st = status.snapshot(args.name)
-        print(json.dumps(status.status_dict(st), indent=2) if args.json
+        print(json.dumps(status.status_json([(args.name, st)]), indent=2) if args.json
               else status.format_status(st))
         return EXIT_OK
     found = status.snapshot_all()
-    if args.json:
-        print(json.dumps([status.status_dict(st) if not isinstance(st, Exception)
-                          else {"name": name, "error": str(st)} for name, st in found],
-                         indent=2))
-    else:
-        print(status.format_list(found))
+    print(json.dumps(status.status_json(found), indent=2) if args.json
+          else status.format_list(found))
     return EXIT_OK
 
 
@@ -466,13 +490,28 @@ def _cmd_clean(args):
     return EXIT_OK
 
 
+def _cmd_doctor(args):
+    import dataclasses
+    from . import doctor
+    checks = doctor.run_checks(args.size, args.item_size, args.max_clients)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(check) for check in checks], indent=2))
+    else:
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="replace")   # a locale without × or —: ?, no traceback
+        for check in checks:
+            print(doctor.format_check(check))
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_ERROR
+
+
 def _cmd_demo(args):
     from .demo import run_demo
     return run_demo(args.seconds)
 
 
 COMMANDS = {"fifo": _cmd_fifo, "producer": _cmd_producer, "consumer": _cmd_consumer,
-            "status": _cmd_status, "set": _cmd_set, "clean": _cmd_clean, "demo": _cmd_demo}
+            "status": _cmd_status, "set": _cmd_set, "clean": _cmd_clean, "demo": _cmd_demo,
+            "doctor": _cmd_doctor}
 
 
 def main(argv=None):

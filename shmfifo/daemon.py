@@ -13,17 +13,22 @@ A Python program can run it in-process::
 ``shmfifo fifo`` is a thin wrapper around :class:`FifoDaemon`.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import signal
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 from . import layout, lease, log as logs, names, table
 from .errors import CorruptSegment, FifoExists, UsageError
+from .notify import Notifier
 from .layout import (CORRUPT, DRAINING, FREE, GETTING, H_BLOCKER, H_CREATED, H_DAEMON_PID,
                      H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES,
                      H_STATE, H_TAIL, PUTTING, RETURNED, ROLE_PRODUCER, RUNNING, STOPPED)
@@ -32,7 +37,7 @@ from .status import rate_text
 from .table import Entry, process_start_ms
 from .segment import Segment
 
-__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked"]
+__all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked", "geometry_for"]
 
 DEFAULTS = {"capacity": 32, "item_size": 128, "max_clients": 32}
 # A lock is held for microseconds; one seen taken on every look for this long is held by a
@@ -62,16 +67,44 @@ class FifoDaemon:
     ``start()`` makes the FIFO usable (clients can attach as soon as it returns);
     ``serve_forever()`` watches the clients until ``request_stop()`` (thread- and
     signal-safe), then stops gracefully and returns a :class:`StopReport`.
+
+    The FIFO (None: the default, or when adopting, what the existing FIFO has):
+
+    capacity: items it holds (default 32; ``shmfifo fifo --size``).
+    item_size: the largest item in bytes, after encoding (default 128).
+    max_clients: producers and consumers attached at once (default 32).
+    batch_max: the largest ``get_many`` batch (default the capacity, at most 64).
+    split_locks: separate put and take locks instead of the lab's single mutex.
+    mode: permissions of its POSIX objects (default 0o600, owner only; 0o660 shares them
+        with the group).
+
+    The daemon:
+
+    keep: on stop, leave the FIFO with its items for a later daemon to adopt, instead of
+        draining it and removing its names.
+    drain_timeout: on stop, seconds consumers may take to drain what is left.
+    detach_timeout: on stop, seconds clients may take to detach once told.
+    kill_stopped: SIGKILL a stopped (SIGSTOP) client that blocks a recovery or holds a lock
+        for this many seconds (default None: only report it).
+    recovery: repair the FIFO when a client dies (False only for tests).
+    poll: seconds between looks at the clients' leases.
+    log: the logger to report to (default: shmfifo's ``fifo`` logger).
+    notify: a :class:`~shmfifo.notify.Notifier` to tell a service manager (systemd) when the
+        FIFO is ready, what it holds, that the daemon lives and when it stops; None: no one.
     """
 
-    def __init__(self, name=names.DEFAULT_NAME, *, capacity=None, item_size=None,
-                 max_clients=None, batch_max=None, split_locks=None, mode=0o600, keep=False,
-                 drain_timeout=5.0, detach_timeout=3.0, kill_stopped=None, recovery=True,
-                 poll=0.05, log=None, notify=None):
+    def __init__(self, name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
+                 item_size: int | None = None, max_clients: int | None = None,
+                 batch_max: int | None = None, split_locks: bool | None = None,
+                 mode: int = 0o600, keep: bool = False, drain_timeout: float = 5.0,
+                 detach_timeout: float = 3.0, kill_stopped: float | None = None,
+                 recovery: bool = True, poll: float = 0.05,
+                 log: logging.Logger | None = None,
+                 notify: Notifier | None = None) -> None:
         self.name = names.validate(name)
-        self._requested = {"capacity": capacity, "item_size": item_size,
-                           "max_clients": max_clients, "batch_max": batch_max,
-                           "split_locks": split_locks}
+        self._requested: dict = {"capacity": capacity, "item_size": item_size,
+                                 "max_clients": max_clients, "batch_max": batch_max,
+                                 "split_locks": split_locks}
         for arg, value in (("size", capacity), ("item-size", item_size),
                            ("max-clients", max_clients), ("batch", batch_max)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -90,6 +123,7 @@ class FifoDaemon:
         self.log = log or logs.get("fifo")
         self.seg = None
         self.adopted = False
+        self.report: StopReport | None = None    # serve() sets it when its block ends
         # A plain flag, not a threading.Event: request_stop() runs in signal handlers, and an
         # Event's lock may be held by the very thread the handler interrupted.
         self._stop = False
@@ -107,29 +141,9 @@ class FifoDaemon:
 
     # -- start ------------------------------------------------------------------------------
 
-    def _geometry(self):
-        r = self._requested
-        capacity = r["capacity"] if r["capacity"] is not None else DEFAULTS["capacity"]
-        batch = r["batch_max"]
-        if batch is None:
-            batch = max(1, min(capacity, MAX_DEFAULT_BATCH)) if capacity >= 1 else 1
-        geometry = layout.Geometry(
-            capacity=capacity,
-            item_size=r["item_size"] if r["item_size"] is not None else DEFAULTS["item_size"],
-            max_clients=(r["max_clients"] if r["max_clients"] is not None
-                         else DEFAULTS["max_clients"]),
-            batch_max=batch, split_locks=bool(r["split_locks"]))
-        problems = geometry.problems()
-        if problems:
-            arg, allowed = problems[0]
-            given = {"size": geometry.capacity, "item-size": geometry.item_size,
-                     "max-clients": geometry.max_clients, "batch": geometry.batch_max}[arg]
-            raise UsageError(arg, given, allowed)
-        return geometry
-
-    def start(self):
+    def start(self) -> FifoDaemon:
         """Create the FIFO, or adopt an existing one whose daemon is dead."""
-        geometry = self._geometry()
+        geometry = geometry_for(**self._requested)
         seg = Segment.create(self.name, geometry, self.mode)
         if seg is not None:
             self.seg = seg
@@ -209,23 +223,23 @@ class FifoDaemon:
         w[H_STATE] = RUNNING
 
     @property
-    def geometry(self):
+    def geometry(self) -> layout.Geometry:
         return self.seg.geometry
 
     @property
-    def locking(self):
+    def locking(self) -> str:
         return "split put/take locks" if self.seg.geometry.split_locks else "single mutex"
 
     # -- serving ----------------------------------------------------------------------------
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Ask serve_forever to stop gracefully. Safe from a signal handler or a thread."""
         self._stop = True
 
-    def stopping(self):
+    def stopping(self) -> bool:
         return self._stop
 
-    def check_clients(self):
+    def check_clients(self) -> list[int]:
         """Run a recovery if a client has died. Returns the entries freed (maybe none).
 
         A client that died between operations holding nothing (a process that exited
@@ -365,7 +379,7 @@ class FifoDaemon:
         self.log.error("FIFO %r is corrupt: %s; its clients are stopped (stop this daemon and "
                        "remove it: shmfifo clean %s --force)", self.name, problem, self.name)
 
-    def serve_forever(self):
+    def serve_forever(self) -> StopReport | None:
         """Watch the clients until request_stop(); then stop gracefully. Returns a StopReport."""
         if self.seg is None:
             self.start()
@@ -483,11 +497,33 @@ class FifoDaemon:
             self.log.info("stopped; no item discarded")
         return StopReport(self.name, discarded, 0, True, recoveries)
 
-    def close(self):
+    def close(self) -> None:
         """Release the daemon's handle without removing anything. Idempotent."""
         if self.seg is not None:
             self.seg.close()
             self.seg = None
+
+
+def geometry_for(capacity: int | None = None, item_size: int | None = None,
+                 max_clients: int | None = None, batch_max: int | None = None,
+                 split_locks: bool | None = None) -> layout.Geometry:
+    """The geometry a daemon creates for these options (None: the default), or UsageError
+    naming the first one out of range. ``shmfifo doctor`` sizes /dev/shm with it."""
+    capacity = capacity if capacity is not None else DEFAULTS["capacity"]
+    if batch_max is None:
+        batch_max = max(1, min(capacity, MAX_DEFAULT_BATCH)) if capacity >= 1 else 1
+    geometry = layout.Geometry(
+        capacity=capacity,
+        item_size=item_size if item_size is not None else DEFAULTS["item_size"],
+        max_clients=max_clients if max_clients is not None else DEFAULTS["max_clients"],
+        batch_max=batch_max, split_locks=bool(split_locks))
+    problems = geometry.problems()
+    if problems:
+        arg, allowed = problems[0]
+        given = {"size": geometry.capacity, "item-size": geometry.item_size,
+                 "max-clients": geometry.max_clients, "batch": geometry.batch_max}[arg]
+        raise UsageError(arg, given, allowed)
+    return geometry
 
 
 _daemons = weakref.WeakSet()
@@ -504,9 +540,25 @@ def forked():
 
 
 @contextlib.contextmanager
-def serve(name=names.DEFAULT_NAME, **options):
-    """Run a FIFO daemon in a background thread of this process for the ``with`` block."""
-    daemon = FifoDaemon(name, **options)
+def serve(name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
+          item_size: int | None = None, max_clients: int | None = None,
+          batch_max: int | None = None, split_locks: bool | None = None, mode: int = 0o600,
+          keep: bool = False, drain_timeout: float = 5.0, detach_timeout: float = 3.0,
+          kill_stopped: float | None = None, recovery: bool = True, poll: float = 0.05,
+          log: logging.Logger | None = None) -> Iterator[FifoDaemon]:
+    """Run a FIFO daemon in a background thread of this process for the ``with`` block.
+
+    The FIFO is ready when the block starts; when it ends the daemon stops as on SIGTERM
+    (producers stop, consumers drain, the names are removed unless ``keep``) and its
+    :class:`StopReport` is left in the daemon's ``report``. The options are
+    :class:`FifoDaemon`'s: the FIFO's capacity, item_size, max_clients, batch_max,
+    split_locks and mode; the daemon's keep, drain_timeout, detach_timeout, kill_stopped,
+    recovery, poll and log.
+    """
+    daemon = FifoDaemon(name, capacity=capacity, item_size=item_size, max_clients=max_clients,
+                        batch_max=batch_max, split_locks=split_locks, mode=mode, keep=keep,
+                        drain_timeout=drain_timeout, detach_timeout=detach_timeout,
+                        kill_stopped=kill_stopped, recovery=recovery, poll=poll, log=log)
     daemon.start()
     report = {}
     thread = threading.Thread(target=lambda: report.setdefault("r", daemon.serve_forever()),

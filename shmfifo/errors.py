@@ -5,6 +5,8 @@ how to fix it. ``Full`` and ``Empty`` subclass :class:`queue.Full` and :class:`q
 so code written for :mod:`queue` or :mod:`multiprocessing` catches them unchanged.
 """
 
+from __future__ import annotations
+
 import queue
 
 __all__ = [
@@ -22,7 +24,7 @@ class ShmfifoError(Exception):
 class UsageError(ShmfifoError, ValueError):
     """An argument has a value that is not allowed; the message names it and what is allowed."""
 
-    def __init__(self, argument, given, allowed):
+    def __init__(self, argument: str, given: object, allowed: str) -> None:
         self.argument = argument
         self.given = given
         self.allowed = allowed
@@ -32,7 +34,7 @@ class UsageError(ShmfifoError, ValueError):
 class BadName(UsageError):
     """A FIFO name that cannot be turned into POSIX names safely."""
 
-    def __init__(self, name, allowed):
+    def __init__(self, name: object, allowed: str) -> None:
         super().__init__("name", name, allowed)
         self.name = name
 
@@ -40,7 +42,7 @@ class BadName(UsageError):
 class ItemTooLarge(ShmfifoError, ValueError):
     """An item whose encoded size exceeds the FIFO's item size. Nothing is truncated."""
 
-    def __init__(self, size, item_size, name):
+    def __init__(self, size: int, item_size: int, name: str) -> None:
         self.size = size
         self.item_size = item_size
         self.name = name
@@ -53,7 +55,7 @@ class ItemTooLarge(ShmfifoError, ValueError):
 class FifoNotFound(ShmfifoError):
     """No FIFO of this name exists: the lab's unresolved symbol."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
             f"no FIFO named {name!r} (start one with: shmfifo fifo --name {name})"
@@ -63,7 +65,7 @@ class FifoNotFound(ShmfifoError):
 class DaemonNotRunning(FifoNotFound):
     """The FIFO's names exist but its daemon is dead, so no new client may attach."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         super().__init__(name)
         self.args = (
             f"the daemon of FIFO {name!r} is not running (restart it with: shmfifo fifo --name "
@@ -74,7 +76,7 @@ class DaemonNotRunning(FifoNotFound):
 class FifoExists(ShmfifoError):
     """A daemon for this name is already running."""
 
-    def __init__(self, name, pid=None):
+    def __init__(self, name: str, pid: int | None = None) -> None:
         self.name = name
         self.pid = pid
         who = f" (pid {pid})" if pid else ""
@@ -87,7 +89,7 @@ class FifoExists(ShmfifoError):
 class CorruptSegment(ShmfifoError):
     """The shared-memory object of this name is not a valid shmfifo segment; nothing was changed."""
 
-    def __init__(self, name, reason):
+    def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
         super().__init__(
@@ -100,7 +102,7 @@ class ForeignFifo(ShmfifoError):
     """An object of the FIFO belongs to another user, or is open to more users than asked:
     refused, since whoever can write it can make this process run code or lose items."""
 
-    def __init__(self, name, reason, what="use"):
+    def __init__(self, name: str, reason: str, what: str = "use") -> None:
         self.name = name
         self.reason = reason
         if what == "remove":
@@ -117,7 +119,7 @@ class ForeignFifo(ShmfifoError):
 class NoSpace(ShmfifoError):
     """/dev/shm cannot hold the segment: refused at creation, not a SIGBUS later."""
 
-    def __init__(self, name, needed, free):
+    def __init__(self, name: str, needed: int, free: int | None) -> None:
         self.name = name
         self.needed = needed
         self.free = free
@@ -137,7 +139,10 @@ class UntrustedItem(ShmfifoError):
     """A pickled item in a FIFO that other users can write: not unpickled (unpickling runs
     code of the writer's choosing). The item was taken; ``payload`` holds its bytes."""
 
-    def __init__(self, name, payload, producer=None, seq=None, put_ns=None):
+    items: list     # raised by get_many: the whole batch, each bad item as its error
+
+    def __init__(self, name: str, payload: bytes, producer: int | None = None,
+                 seq: int | None = None, put_ns: int | None = None) -> None:
         self.name = name
         self.payload = payload
         self.producer = producer
@@ -154,12 +159,15 @@ class CorruptItem(ShmfifoError):
     """One item whose words no put writes (a length beyond the item size, an unknown type
     tag) or whose bytes do not decode. It was taken, and is skipped: the next get goes on."""
 
-    def __init__(self, name, reason, producer=None, seq=None):
+    items: list     # raised by get_many: the whole batch, each bad item as its error
+
+    def __init__(self, name: str, reason: str, producer: int | None = None,
+                 seq: int | None = None) -> None:
         self.name = name
         self.reason = reason
         self.producer = producer
         self.seq = seq
-        self.put_ns = None
+        self.put_ns: int | None = None
         super().__init__(f"skipped a corrupt item{_origin(producer, seq)} of FIFO {name!r}: "
                          f"{reason}")
 
@@ -167,7 +175,9 @@ class CorruptItem(ShmfifoError):
 class FifoClosed(ShmfifoError):
     """The daemon is stopping: producers must stop, and a drained queue yields nothing more."""
 
-    def __init__(self, name):
+    put: int        # raised by put_many: how many of its items went in (set only there)
+
+    def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"FIFO {name!r} is shutting down")
 
@@ -175,7 +185,7 @@ class FifoClosed(ShmfifoError):
 class HandleClosed(ShmfifoError):
     """This handle was closed (by ``close()`` or leaving its ``with`` block)."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"this handle on FIFO {name!r} is closed; attach again to use the FIFO")
 
@@ -183,11 +193,13 @@ class HandleClosed(ShmfifoError):
 class Stopped(ShmfifoError):
     """This handle was asked to stop (``request_stop``) while it waited; it holds nothing."""
 
+    put: int        # raised by put_many: how many of its items went in (set only there)
+
 
 class NoFreeEntry(ShmfifoError):
     """Every entry of the client table is taken."""
 
-    def __init__(self, name, max_clients):
+    def __init__(self, name: str, max_clients: int) -> None:
         self.name = name
         self.max_clients = max_clients
         super().__init__(
@@ -223,6 +235,8 @@ class CannotListen(ShmfifoError):
 
 class Full(ShmfifoError, queue.Full):
     """put on a full FIFO without blocking, or after its timeout."""
+
+    put: int        # raised by put_many: how many of its items went in (set only there)
 
 
 class Empty(ShmfifoError, queue.Empty):

@@ -20,17 +20,21 @@ passed to a ``multiprocessing`` child under any start method or to a pool, where
 on first use.
 """
 
+from __future__ import annotations
+
 import atexit
 import os
 import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from . import aio, layout
 from .errors import FifoClosed, HandleClosed
 from .layout import H_HEAD, H_STATE, H_TAIL
-from .ring import Client
+from .ring import Client, Message
 from .waiting import WAIT_SLICE
 from .segment import Segment
 
@@ -41,20 +45,29 @@ __all__ = ["Fifo", "Attachment", "attach"]
 CLOSE_WAIT = 4 * WAIT_SLICE
 
 
-def attach(name, *, shared=False, allow_pickle=False, **options):
+def attach(name: str, *, shared: bool = False, allow_pickle: bool = False,
+           role: int = layout.ROLE_CLIENT, param: str = "", rate: float = 0.0) -> Fifo:
     """Attach to the FIFO ``name`` and return a :class:`Fifo` handle (a context manager).
 
-    Trust: the FIFO's segment and semaphores must belong to this process's user, unless
-    ``shared=True`` (a FIFO shared with other users on purpose). Pickled items are unpickled
-    only if no other user can have written them (every object is this user's and not
-    group- or world-writable), unless ``allow_pickle=True``; otherwise getting one raises
-    UntrustedItem, which carries its bytes.
+    shared: accept a FIFO whose segment and semaphores belong to another user (one shared
+        with other users on purpose, through its group). By default (False) only FIFOs of
+        this process's user are used, and any other raises ForeignFifo.
+    allow_pickle: unpickle pickled items even if users other than you can have written
+        them. By default (False) they are unpickled only if every object of the FIFO is
+        this user's and not group- or world-writable; otherwise getting one raises
+        UntrustedItem, which carries its bytes.
+    role, param, rate: what ``shmfifo status`` shows for this handle's clients: the role
+        (``shmfifo.layout.ROLE_CLIENT``, ``ROLE_PRODUCER`` or ``ROLE_CONSUMER``), a text
+        (a producer's item) and a configured rate in items per second (0: not paced). The
+        ``shmfifo producer`` and ``consumer`` commands set them; ``shmfifo set`` changes
+        the rate.
 
     Raises FifoNotFound if there is no such FIFO, DaemonNotRunning if its daemon is gone,
     CorruptSegment if the name holds something else, ForeignFifo if it belongs to another
     user, NoFreeEntry if its table is full.
     """
-    return Fifo(name, shared=shared, allow_pickle=allow_pickle, **options)
+    return Fifo(name, shared=shared, allow_pickle=allow_pickle, role=role, param=param,
+                rate=rate)
 
 
 class Attachment:
@@ -94,10 +107,13 @@ class Fifo:
 
     Timeouts: ``None`` waits for ever, ``0`` or ``block=False`` never waits, ``> 0`` is a
     bound in seconds. A full or empty FIFO raises :class:`Full` / :class:`Empty`.
+
+    The options are :func:`attach`'s.
     """
 
-    def __init__(self, name, *, shared=False, allow_pickle=False, role=layout.ROLE_CLIENT,
-                 param="", rate=0.0, _lazy=False):
+    def __init__(self, name: str, *, shared: bool = False, allow_pickle: bool = False,
+                 role: int = layout.ROLE_CLIENT, param: str = "", rate: float = 0.0,
+                 _lazy: bool = False) -> None:
         self.name = name
         self.shared = shared
         self._options = {"role": role, "param": param, "rate": rate,
@@ -156,15 +172,26 @@ class Fifo:
             attachment.abandon()
 
     @property
-    def geometry(self):
+    def geometry(self) -> layout.Geometry:
         if self._geometry is None:
             self._client()
         return self._geometry
 
-    capacity = property(lambda self: self.geometry.capacity)
-    item_size = property(lambda self: self.geometry.item_size)
-    batch_max = property(lambda self: self.geometry.batch_max)
-    split_locks = property(lambda self: self.geometry.split_locks)
+    @property
+    def capacity(self) -> int:
+        return self.geometry.capacity
+
+    @property
+    def item_size(self) -> int:
+        return self.geometry.item_size
+
+    @property
+    def batch_max(self) -> int:
+        return self.geometry.batch_max
+
+    @property
+    def split_locks(self) -> bool:
+        return self.geometry.split_locks
 
     # -- put and get: the calling thread's client does them (ring.py) ------------------------
 
@@ -174,7 +201,7 @@ class Fifo:
     # would add about a quarter to the cost of a put+get pair). Otherwise, or when it
     # declines for any other reason, the calling thread's client does the whole operation.
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put one item; raise Full if no slot frees up in time."""
         c = self._owner
         if c is not None:
@@ -188,10 +215,11 @@ class Fifo:
             c = self._client()
         return c.put(item, block, timeout)
 
-    def put_nowait(self, item):
+    def put_nowait(self, item: Any) -> None:
         return self.put(item, block=False)
 
-    def put_many(self, items, block=True, timeout=None):
+    def put_many(self, items: Iterable[Any], block: bool = True,
+                 timeout: float | None = None) -> None:
         """Put every item, in order, taking one lock section per run of free slots.
 
         Only the first slot of each run is waited for. On Full, the items before the first
@@ -203,7 +231,7 @@ class Fifo:
             c = self._client()
         return c.put_many(items, block, timeout)
 
-    def get(self, block=True, timeout=None):
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Take one item; raise Empty if none arrives in time. Acknowledges what this thread
         took before."""
         c = self._owner
@@ -219,14 +247,15 @@ class Fifo:
             c = self._client()
         return c.get(block, timeout)
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         return self.get(block=False)
 
-    def get_message(self, block=True, timeout=None):
+    def get_message(self, block: bool = True, timeout: float | None = None) -> Message:
         """Like get, but return a :class:`Message` with the producer, sequence and put time."""
         return self._client().get_message(block, timeout)
 
-    def get_many(self, max_items, block=True, timeout=None):
+    def get_many(self, max_items: int, block: bool = True,
+                 timeout: float | None = None) -> list[Any]:
         """Wait for one item (within the timeout), then take up to ``max_items`` (at most the
         FIFO's batch size) that are present, in one lock section. Returns a list."""
         try:
@@ -235,12 +264,12 @@ class Fifo:
             c = self._client()
         return c.get_many(max_items, block, timeout)
 
-    def ack(self):
+    def ack(self) -> None:
         """Mark what this thread took last as handled: a crash now will not re-deliver it.
         The next get, get_many or close acknowledges implicitly."""
         self._client().ack()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         """Take items until the FIFO shuts down (then the loop ends)."""
         while True:
             try:
@@ -250,19 +279,19 @@ class Fifo:
 
     # -- asyncio (aio.py) --------------------------------------------------------------------
 
-    async def aput(self, item, timeout=None):
+    async def aput(self, item: Any, timeout: float | None = None) -> None:
         """Put one item from a coroutine, without blocking the event loop (cancel-safe)."""
         return await aio.put(self, item, timeout)
 
-    async def aput_many(self, items, timeout=None):
+    async def aput_many(self, items: Iterable[Any], timeout: float | None = None) -> None:
         """Put every item from a coroutine; on a timeout, Full says how many went in."""
         return await aio.put_many(self, items, timeout)
 
-    async def aget(self, timeout=None):
+    async def aget(self, timeout: float | None = None) -> Any:
         """Take one item from a coroutine. A cancelled or timed-out aget never takes one."""
         return await aio.get(self, timeout)
 
-    async def aget_many(self, max_items, timeout=None):
+    async def aget_many(self, max_items: int, timeout: float | None = None) -> list[Any]:
         """Take 1..max_items items from a coroutine, waiting for the first one only."""
         return await aio.get_many(self, max_items, timeout)
 
@@ -271,54 +300,54 @@ class Fifo:
     def _words(self):
         return self._client()._seg.words
 
-    def qsize(self):
+    def qsize(self) -> int:
         """Items present now (approximate while others run, as for queue.Queue)."""
         w = self._words()
         return max(0, min(w[H_HEAD] - w[H_TAIL], self.geometry.nslots))
 
-    def empty(self):
+    def empty(self) -> bool:
         return self.qsize() == 0
 
-    def full(self):
+    def full(self) -> bool:
         return self.qsize() >= self.capacity
 
-    def daemon_alive(self):
+    def daemon_alive(self) -> bool:
         return self._client()._seg.daemon_alive()
 
-    def state(self):
+    def state(self) -> str:
         """The daemon's word: 'running', 'draining' or 'stopped'."""
         return layout.STATE_NAMES.get(self._words()[H_STATE], "unknown")
 
     @property
-    def pid(self):
+    def pid(self) -> int:
         return os.getpid()
 
     @property
-    def index(self):
+    def index(self) -> int:
         """The client-table entry of the calling thread's client."""
         return self._client().index
 
     @property
-    def blocked_s(self):
+    def blocked_s(self) -> float:
         """Seconds the calling thread's client waited for a slot or an item."""
         return self._client().blocked_s
 
     @property
-    def rate(self):
+    def rate(self) -> float | None:
         """The calling thread's client's configured rate (None when unlimited or unset): a
         writable parameter, which ``shmfifo set`` may change at any time."""
         return self._client().rate
 
-    def set_rate(self, rate):
+    def set_rate(self, rate: float | None) -> None:
         self._client().set_rate(rate)
 
-    def check_item(self, item):
+    def check_item(self, item: Any) -> None:
         """Raise ItemTooLarge now if ``item`` cannot fit (what put would raise)."""
         self._client()._encode(item)
 
     # -- stopping and closing ---------------------------------------------------------------
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Make blocked and future operations of this handle raise Stopped, in every thread.
         Signal-safe (it only sets flags)."""
         self._stop = True
@@ -327,7 +356,7 @@ class Fifo:
             for client in list(attachment.clients):
                 client.request_stop()
 
-    def close(self, ack=True):
+    def close(self, ack: bool = True) -> None:
         """Acknowledge what was taken, free this handle's clients and release it. Blocked
         calls in other threads end with HandleClosed. Idempotent.
 
@@ -363,10 +392,10 @@ class Fifo:
                 return
         attachment.close(ack)
 
-    def __enter__(self):
+    def __enter__(self) -> Fifo:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self):

@@ -85,7 +85,15 @@ USE_FASTPATH = _fastpath is not None and os.environ.get("SHMFIFO_PURE") != "1"
 # crash point costs a test of a local (about 0.15 us per put+get pair, all of them together).
 _hot_path = crashpoints.compiled_out if not USE_FASTPATH else (lambda func: func)
 
-__all__ = ["Client", "Message"]
+__all__ = ["Client", "Message", "accelerator"]
+
+
+def accelerator():
+    """Which path runs put and get in this process: ``"C"`` or ``"none (pure Python)"``
+    (the extension is not built, or ``SHMFIFO_PURE=1``). ``--version``, the daemon's ready
+    line and ``shmfifo doctor`` say this."""
+    return "C" if USE_FASTPATH else "none (pure Python)"
+
 
 class Message:
     """An item with where it came from: the producer's pid, its sequence number, put time."""

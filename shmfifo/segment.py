@@ -20,7 +20,8 @@ import posix_ipc
 from . import layout, lease, names
 from .errors import CorruptSegment, DaemonNotRunning, FifoNotFound, ForeignFifo, NoSpace
 
-__all__ = ["Segment", "SEM_T_SIZE", "SharedFile", "open_shared_file", "owner_text"]
+__all__ = ["Segment", "SEM_T_SIZE", "SharedFile", "open_shared_file", "owner_text",
+           "reserved_bytes"]
 
 # sizeof(sem_t) on 64-bit Linux; a shorter file would fault (SIGBUS) when sem_open maps it.
 SEM_T_SIZE = 32
@@ -383,6 +384,15 @@ class Segment:
     def unlink(self):
         """Remove every POSIX name of this FIFO, for everyone. Missing names are fine."""
         unlink_names(self.name)
+
+
+def reserved_bytes(geometry):
+    """What a FIFO of this geometry takes from /dev/shm: tmpfs backs files in whole pages,
+    so the segment rounded up to a page (all reserved at creation), and a page for each
+    semaphore file (``sizeof(sem_t)`` bytes, one page)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    semaphores = 4 if geometry.split_locks else 3
+    return -(-geometry.total_size // page) * page + semaphores * page
 
 
 def unlink_names(name):

@@ -28,10 +28,10 @@ POLL_SLICE = 0.05
 class RecordTooLong(ShmfifoError):
     """A record of the input cannot be an item of this FIFO: it is longer than its item size."""
 
-    def __init__(self, number, length, limit, separator):
+    def __init__(self, number, length, limit, separator, complete=True):
         self.number, self.length, self.limit = number, length, limit
         name = "line" if separator == NEWLINE else "record"
-        more = "more than " if length > limit else ""
+        more = "" if complete else "more than "     # refused before its end was read
         super().__init__(
             f"{name} {number} of the input has {more}{length} bytes, and items of this FIFO "
             f"hold at most {limit}; the {number - 1} {name}s before it were put, nothing "
@@ -96,7 +96,8 @@ class RecordReader:
                     and len(self._pending) > self.limit:
                 # Known too long before its end: say so now rather than read it all.
                 self._error = RecordTooLong(self.count + len(records) + 1,
-                                            len(self._pending), self.limit, self.separator)
+                                            len(self._pending), self.limit, self.separator,
+                                            complete=False)
             if records:
                 self.count += len(records)
                 return records

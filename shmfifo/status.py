@@ -33,7 +33,8 @@ from .segment import Segment
 from .table import entries
 
 __all__ = ["ClientStatus", "FifoStatus", "snapshot", "snapshot_all", "format_status",
-           "format_list", "status_dict", "find_client", "CLIENT_STATES", "DAEMON_STATES"]
+           "format_list", "status_dict", "status_json", "find_client", "JSON_SCHEMA",
+           "CLIENT_STATES", "DAEMON_STATES"]
 
 DEAD = "dead (recovery pending)"
 # Every state a client is shown in, for those who list them all (metrics.py counts clients
@@ -266,11 +267,25 @@ def format_list(found):
                      for r in rows)
 
 
+# The version of what ``status --json`` prints; a field's meaning never changes within one
+# (fields may be added), and the README lists them.
+JSON_SCHEMA = 1
+
+
 def status_dict(st):
-    """A JSON-ready dict of a snapshot (for --json)."""
+    """A JSON-ready dict of one FIFO's snapshot: an element of ``fifos`` in status_json."""
     data = dataclasses.asdict(st)
     data["semaphores"] = dict(st.semaphores)
+    data["mode"] = f"{st.mode:04o}"
     for client in data["clients"]:
         if client["rate"] is not None and client["rate"] == 0:
             client["rate"] = None
     return data
+
+
+def status_json(found):
+    """What ``status --json`` prints, for one FIFO or every one: ``found`` is a list of
+    (name, FifoStatus or the error that kept it from being read)."""
+    return {"schema": JSON_SCHEMA,
+            "fifos": [status_dict(st) if not isinstance(st, Exception)
+                      else {"name": name, "error": str(st)} for name, st in found]}

@@ -59,7 +59,9 @@ def status_json(procs, name):
     """``shmfifo status NAME --json``, run as a user runs it."""
     proc = procs.spawn("status", name, "--json")
     assert proc.wait() == 0, proc.err
-    return json.loads("\n".join(proc.out))
+    printed = json.loads("\n".join(proc.out))
+    assert printed["schema"] == 1 and len(printed["fifos"]) == 1, printed
+    return printed["fifos"][0]
 
 
 def status_of(name):

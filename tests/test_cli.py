@@ -167,7 +167,7 @@ def test_a_fifo_whose_daemon_died_exits_3_saying_it_is_not_running(procs, fifo_n
                                   f"shmfifo fifo --name {fifo_name}")
         code, out, _ = run(procs, "status", fifo_name, "--json")
         assert code == 0
-        assert json.loads("\n".join(out))["daemon"] == "gone"
+        assert json.loads("\n".join(out))["fifos"][0]["daemon"] == "gone"
     finally:
         code, out, err = run(procs, "clean", fifo_name)
     assert code == 0, err
@@ -186,7 +186,7 @@ def test_an_item_that_does_not_fit_exits_2_naming_both_sizes(procs, fifo_name, i
         assert_one_line_error(err, "producer", f"item of {size} bytes",
                               "at most 16 bytes", f"--item-size {size}")
         code, out, _ = run(procs, "status", fifo_name, "--json")
-        st = json.loads("\n".join(out))
+        st = json.loads("\n".join(out))["fifos"][0]
         assert (st["items"], st["puts"], st["clients"]) == (0, 0, [])
         # An item of exactly the item size is fine.
         code, _, err = run(procs, "producer", "--fifo", fifo_name, "item=" + "z" * 16,
@@ -212,7 +212,7 @@ def test_a_second_daemon_with_the_same_name_exits_1_and_leaves_the_first_alone(p
         code, out, _ = run(procs, "producer", "--fifo", fifo_name, "item=still", "count=1")
         assert code == 0
         code, out, _ = run(procs, "status", fifo_name, "--json")
-        st = json.loads("\n".join(out))
+        st = json.loads("\n".join(out))["fifos"][0]
         assert (st["daemon_pid"], st["daemon"], st["capacity"], st["items"]) == \
             (first.pid, "running", 4, 1)
     finally:

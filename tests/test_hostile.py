@@ -215,7 +215,7 @@ def test_a_file_of_the_wrong_type_at_a_fifos_name(procs, fifo_names, kind):
         assert any(good in line and "running" in line for line in listing.stdout.splitlines())
         as_json = shmfifo("status", "--json")
         assert as_json.returncode == 0
-        assert {e["name"] for e in json.loads(as_json.stdout)} >= {bad, good}
+        assert {e["name"] for e in json.loads(as_json.stdout)["fifos"]} >= {bad, good}
         line = one_line_error(shmfifo("status", bad), 1)
         assert kind in line
         line = one_line_error(shmfifo("consumer", "--fifo", bad, "count=1"), 1)

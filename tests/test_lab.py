@@ -232,7 +232,7 @@ def test_several_fifos_side_by_side_keep_their_items_apart(procs, fifo_names):
         assert [r["seq"] for r in got] == list(range(1, 31))
     listing = procs.spawn("status", "--json")
     assert listing.wait() == 0
-    listed = {st["name"]: st for st in json.loads("\n".join(listing.out))}
+    listed = {st["name"]: st for st in json.loads("\n".join(listing.out))["fifos"]}
     for (tag, name), size in zip(fifos.items(), (2, 4, 8)):
         st = listed[name]
         assert (st["capacity"], st["puts"], st["taken"], st["clients"]) == (size, 30, 30, [])

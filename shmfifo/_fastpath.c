@@ -4,13 +4,20 @@
  * items when no wait is needed, in the same order and with the same words (every position,
  * value and size is passed in by name from layout.py; nothing of the layout is written here):
  *
- *   put: phase = PUTTING, fence, epoch even and state RUNNING?, trywait(empty) for each slot,
- *        trywait(put_lock), write the slots, head += n (commit), post(put_lock), post(fill)
- *        n times, puts = last seq, phase = IDLE
- *   get: ack the previous record, phase = GETTING, fence, epoch even and state RUNNING or
- *        DRAINING?, trywait(fill) for each item, trywait(take_lock), record PREPARED at
- *        tail, copy the slots into the record, tail += n (commit), record TAKEN, pay debt,
- *        post(take_lock), post(empty) for each slot not paid as debt, gets += n, phase = IDLE
+ *   put: phase = PUTTING, fence, epoch even and state RUNNING?, trywait(empty) for each item,
+ *        trywait(put_lock), for each item pop a slot number from the free list, write the
+ *        item into that pool slot and its number at ring[head + k], free_tail += n,
+ *        head += n (commit), post(put_lock), post(fill) n times, puts = last seq,
+ *        phase = IDLE
+ *   get: phase = GETTING, fence, epoch even and state RUNNING or DRAINING?; if the record
+ *        is TAKEN, acknowledge it first: trywait(take_lock), push its slot numbers onto the
+ *        free list, free_head += n, record NONE, post(take_lock), post(loans) n times; then
+ *        trywait(loans) and trywait(fill) for each item, trywait(take_lock), record
+ *        PREPARED at tail, copy the numbers ring[tail..] into the record, tail += n
+ *        (commit), record TAKEN, pay debt, post(take_lock), post(empty) for each item not
+ *        paid as debt, gets += n, phase = IDLE; the items are then copied out of their
+ *        slots, which are this client's until its next acknowledgement
+ *   ack: the acknowledgement above alone
  *
  * Whenever a step would have to wait (no token, lock busy, a recovery, a state change), it
  * gives back what it took, sets the phase back to IDLE and returns None: the Python code then
@@ -113,19 +120,24 @@ typedef struct {
     int have_view;
     char *base;
     uint64_t *w;
-    sem_t *empty, *fill, *put_lock, *take_lock;
+    sem_t *empty, *fill, *put_lock, *take_lock, *loans;
     /* word indices */
-    Py_ssize_t h_head, h_tail, h_debt, h_state, h_epoch;
+    Py_ssize_t h_head, h_tail, h_free_head, h_free_tail, h_debt, h_state, h_epoch;
     Py_ssize_t e_phase, e_puts, e_gets, e_inflight, e_index, e_n;
+    Py_ssize_t record, ring, free;          /* first word of each list */
     /* values */
     uint64_t putting, getting, idle, running, stopped, prepared, taken, none, tag_bytes, tag_str;
     uint64_t blocked_full, blocked_empty;
     /* geometry, bytes */
-    Py_ssize_t slots, record, slot_size, item_size, header;
+    Py_ssize_t pool, slot_size, item_size, header;
     /* the slot header as u64 words: word 0 = length | tag << tag_shift (layout.py) */
     Py_ssize_t producer_word, seq_word, put_ns_word;
     int tag_shift;
-    uint64_t nslots, pid;
+    uint64_t nslots, batch_max, pid;
+    /* the tag of the raw tuple for a record naming a slot beyond the pool (record_item) */
+    uint64_t bad_slot;
+    /* whether the in-flight limit can bind (ring.py: Client._use_loans) */
+    int use_loans;
     /* The thread that created this Ring: its client's entry is that thread's alone. */
     unsigned long owner;
 } Ring;
@@ -152,8 +164,9 @@ static void ring_release(Ring *self) {
      * would unmap it under every other handle of this process. */
     if (self->take_lock == self->put_lock)
         self->take_lock = NULL;
-    sem_t **sems[] = {&self->empty, &self->fill, &self->put_lock, &self->take_lock};
-    for (int i = 0; i < 4; i++) {
+    sem_t **sems[] = {&self->empty, &self->fill, &self->put_lock, &self->take_lock,
+                      &self->loans};
+    for (int i = 0; i < 5; i++) {
         if (*sems[i] != NULL) {
             sem_close(*sems[i]);
             *sems[i] = NULL;
@@ -172,34 +185,41 @@ static void ring_dealloc(Ring *self) {
  * (ring.py's Client._make_fastpath, from layout.py); nothing of the layout is written here. */
 static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {
-        "buffer", "empty", "fill", "put_lock", "take_lock",
-        "head", "tail", "debt", "state", "epoch",
+        "buffer", "empty", "fill", "put_lock", "take_lock", "loans",
+        "head", "tail", "free_head", "free_tail", "debt", "state", "epoch",
         "phase", "puts", "gets", "inflight", "inflight_index", "inflight_n",
+        "record", "ring", "free",
         "PUTTING", "GETTING", "IDLE", "RUNNING", "STOPPED", "PREPARED", "TAKEN", "NONE",
         "TAG_BYTES", "TAG_STR", "BLOCKED_FULL", "BLOCKED_EMPTY",
-        "slots", "record", "slot_size", "item_size", "header_size",
-        "tag_shift", "producer_word", "seq_word", "put_ns_word", "nslots", "pid", NULL};
+        "pool", "slot_size", "item_size", "header_size",
+        "tag_shift", "producer_word", "seq_word", "put_ns_word", "nslots", "batch_max",
+        "pid", "BAD_SLOT", "use_loans", NULL};
     PyObject *buffer;
-    const char *n_empty, *n_fill, *n_put, *n_take;
-    unsigned long long pid, nslots;
+    const char *n_empty, *n_fill, *n_put, *n_take, *n_loans;
+    unsigned long long pid, nslots, batch_max;
     if (PyTuple_GET_SIZE(args) != 0) {
         PyErr_SetString(PyExc_TypeError, "Ring takes keyword arguments only");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OssssnnnnnnnnnnnKKKKKKKKKKKKnnnnninnnKK",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds,
+                                     "$Osssss" "nnnnnnn" "nnnnnn" "nnn" "KKKKKKKKKKKK" "nnnn"
+                                     "innnKKKKp",
                                      kwlist, &buffer, &n_empty, &n_fill, &n_put, &n_take,
-                                     &self->h_head, &self->h_tail, &self->h_debt,
-                                     &self->h_state, &self->h_epoch, &self->e_phase,
-                                     &self->e_puts, &self->e_gets, &self->e_inflight,
-                                     &self->e_index, &self->e_n,
+                                     &n_loans, &self->h_head, &self->h_tail,
+                                     &self->h_free_head, &self->h_free_tail, &self->h_debt,
+                                     &self->h_state, &self->h_epoch,
+                                     &self->e_phase, &self->e_puts, &self->e_gets,
+                                     &self->e_inflight, &self->e_index, &self->e_n,
+                                     &self->record, &self->ring, &self->free,
                                      &self->putting, &self->getting, &self->idle,
                                      &self->running, &self->stopped, &self->prepared,
                                      &self->taken, &self->none, &self->tag_bytes,
                                      &self->tag_str, &self->blocked_full, &self->blocked_empty,
-                                     &self->slots, &self->record, &self->slot_size,
-                                     &self->item_size, &self->header, &self->tag_shift,
+                                     &self->pool, &self->slot_size, &self->item_size,
+                                     &self->header, &self->tag_shift,
                                      &self->producer_word, &self->seq_word,
-                                     &self->put_ns_word, &nslots, &pid))
+                                     &self->put_ns_word, &nslots, &batch_max, &pid,
+                                     &self->bad_slot, &self->use_loans))
         return -1;
     ring_release(self);
     if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0)
@@ -208,6 +228,7 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
     self->base = self->view.buf;
     self->w = (uint64_t *)self->view.buf;
     self->nslots = nslots;
+    self->batch_max = batch_max;
     self->pid = pid;
     self->owner = PyThread_get_thread_ident();
     if ((uintptr_t)self->base % 8 != 0) {
@@ -216,7 +237,7 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     if (!(self->empty = open_sem(n_empty)) || !(self->fill = open_sem(n_fill)) ||
-        !(self->put_lock = open_sem(n_put))) {
+        !(self->put_lock = open_sem(n_put)) || !(self->loans = open_sem(n_loans))) {
         ring_release(self);
         return -1;
     }
@@ -256,6 +277,40 @@ static const char *payload_of(Ring *self, PyObject *item, Py_ssize_t *n, uint64_
     return *n <= self->item_size ? data : NULL;
 }
 
+/* With take_lock held: push the record's n slot numbers onto the free list and mark it NONE
+ * (ring.py: Client._ack_push). */
+static void ack_push(Ring *self, uint64_t n) {
+    uint64_t fhead = LOAD(self->h_free_head);
+    for (uint64_t i = 0; i < n; i++)
+        STORE(self->free + (Py_ssize_t)((fhead + i) % self->nslots),
+              LOAD(self->record + (Py_ssize_t)i));
+    __atomic_store_n(&self->w[self->h_free_head], fhead + n, __ATOMIC_RELEASE);
+    CRASH("ack.pushed");
+    STORE(self->e_inflight, self->none);
+    CRASH("ack.cleared");
+}
+
+/* The acknowledgement of a TAKEN record alone, inside an operation that has stored its phase,
+ * fenced and found the epoch even: one take_lock section around ack_push, then its loans
+ * tokens back. 1: done; 0: the lock is busy or the record contradicts the geometry (the
+ * Python path waits or reports). */
+static int ack_section(Ring *self) {
+    uint64_t n = LOAD(self->e_n);
+    if (n < 1 || n > self->batch_max)
+        return 0;
+    if (try_spin(self->take_lock) != 0)
+        return 0;
+    CRASH("ack.lock");
+    ack_push(self, n);
+    sem_post(self->take_lock);
+    CRASH("ack.unlock");
+    if (self->use_loans)
+        for (uint64_t i = 0; i < n; i++)
+            sem_post(self->loans);
+    CRASH("ack.done");
+    return 1;
+}
+
 /* The put lock section for items[0..count), all checked by payload_of beforehand: returns how
  * many were put (1..count), or 0 when a step would wait (then nothing is held or changed). */
 static Py_ssize_t put_section(Ring *self, PyObject *const *items, Py_ssize_t count,
@@ -276,21 +331,30 @@ static Py_ssize_t put_section(Ring *self, PyObject *const *items, Py_ssize_t cou
         goto slow;
     }
     CRASH("put.lock");
-    uint64_t head = LOAD(self->h_head), now = monotonic_ns();
+    uint64_t head = LOAD(self->h_head), ftail = LOAD(self->h_free_tail);
+    uint64_t available = LOAD(self->h_free_head) - ftail;
+    if (available < (uint64_t)got || available > self->nslots)
+        goto undo;          /* scribbled words: the Python path reports them */
+    uint64_t now = monotonic_ns();
     for (Py_ssize_t i = 0; i < got; i++) {
+        uint64_t slot_no = LOAD(self->free + (Py_ssize_t)((ftail + i) % self->nslots));
+        if (slot_no >= self->nslots)
+            goto undo;
         Py_ssize_t n;
         uint64_t tag;
         const char *data = payload_of(self, items[i], &n, &tag);
-        char *slot = self->base + self->slots +
-                     (Py_ssize_t)((head + i) % self->nslots) * self->slot_size;
+        char *slot = self->base + self->pool + (Py_ssize_t)slot_no * self->slot_size;
         uint64_t *hdr = (uint64_t *)slot;
         hdr[0] = (uint64_t)n | (tag << self->tag_shift);
         hdr[self->producer_word] = self->pid;
         hdr[self->seq_word] = seq + i;
         hdr[self->put_ns_word] = now;
         memcpy(slot + self->header, data, (size_t)n);
+        STORE(self->ring + (Py_ssize_t)((head + i) % self->nslots), slot_no);
     }
     CRASH("put.written");
+    STORE(self->h_free_tail, ftail + got);   /* popped before they show */
+    CRASH("put.popped");
     /* commit: the slots are written before head shows them */
     __atomic_store_n(&self->w[self->h_head], head + got, __ATOMIC_RELEASE);
     CRASH("put.commit");
@@ -302,63 +366,96 @@ static Py_ssize_t put_section(Ring *self, PyObject *const *items, Py_ssize_t cou
     STORE(self->e_phase, self->idle);
     CRASH("put.done");
     return got;
+undo:
+    sem_post(self->put_lock);
+    for (Py_ssize_t i = 0; i < got; i++)
+        sem_post(self->empty);
 slow:
     STORE(self->e_phase, self->idle);
     return 0;
 }
 
+
+
 /* The take lock section for up to max_items items into the in-flight record: returns how
  * many were taken, or 0 when a step would wait (then only the previous take's
  * acknowledgement happened). */
 static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items) {
-    STORE(self->e_inflight, self->none);          /* the previous take is acknowledged */
     STORE(self->e_phase, self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint64_t state = LOAD(self->h_state);   /* takes run while running or draining */
     if ((LOAD(self->h_epoch) & 1) || state >= self->stopped || state < self->running)
         goto slow;
-    if (try_spin(self->fill) != 0)
-        goto slow;
-    Py_ssize_t got = 1;
-    while (got < max_items && sem_trywait(self->fill) == 0)
+    /* The previous take is acknowledged before any wait: in this take's lock section when an
+     * item is there at once and the in-flight limit cannot bind, else alone (ring.py). */
+    uint64_t acked = 0;
+    Py_ssize_t got = 0;
+    if (LOAD(self->e_inflight) == self->taken) {
+        uint64_t n = LOAD(self->e_n);
+        if (!self->use_loans && n >= 1 && n <= self->batch_max && sem_trywait(self->fill) == 0) {
+            acked = n;
+            got = 1;
+        } else if (!ack_section(self)) {
+            goto slow;
+        }
+    }
+    Py_ssize_t limit = max_items;
+    if (!got) {
+        if (self->use_loans) {
+            if (try_spin(self->loans) != 0)
+                goto slow;
+            limit = 1;
+            while (limit < max_items && sem_trywait(self->loans) == 0)
+                limit++;
+        }
+        if (try_spin(self->fill) != 0) {
+            if (self->use_loans)
+                for (Py_ssize_t i = 0; i < limit; i++)
+                    sem_post(self->loans);
+            goto slow;
+        }
+        got = 1;
+    }
+    while (got < limit && sem_trywait(self->fill) == 0)
         got++;
+    if (self->use_loans)
+        for (Py_ssize_t i = got; i < limit; i++)
+            sem_post(self->loans);
     CRASH("get.fill");
     if (try_spin(self->take_lock) != 0) {
-        for (Py_ssize_t i = 0; i < got; i++)
+        for (Py_ssize_t i = 0; i < got; i++) {
             sem_post(self->fill);
+            if (self->use_loans)
+                sem_post(self->loans);
+        }
         goto slow;
     }
     CRASH("get.lock");
+    if (acked)
+        ack_push(self, acked);
     uint64_t tail = LOAD(self->h_tail);
     STORE(self->e_index, tail);
     STORE(self->e_n, got);
     STORE(self->e_inflight, self->prepared);
     CRASH("get.prepared");
-    char *rec = self->base + self->record;
-    Py_ssize_t first = (Py_ssize_t)(tail % self->nslots);
-    Py_ssize_t to_end = (Py_ssize_t)self->nslots - first;
-    Py_ssize_t run = got < to_end ? got : to_end;   /* slots up to the end of the ring */
-    memcpy(rec, self->base + self->slots + first * self->slot_size,
-           (size_t)(run * self->slot_size));
-    if (run < got)
-        memcpy(rec + run * self->slot_size, self->base + self->slots,
-               (size_t)((got - run) * self->slot_size));
+    for (Py_ssize_t i = 0; i < got; i++)
+        STORE(self->record + i, LOAD(self->ring + (Py_ssize_t)((tail + i) % self->nslots)));
     CRASH("get.copied");
-    /* commit: the items are safe in our record first */
+    /* commit: the slot numbers are in our record first */
     __atomic_store_n(&self->w[self->h_tail], tail + got, __ATOMIC_RELEASE);
     CRASH("get.commit");
     STORE(self->e_inflight, self->taken);
     CRASH("get.taken");
-    Py_ssize_t free_slots = got;
+    Py_ssize_t room = got;
     uint64_t debt = LOAD(self->h_debt);
-    if (debt) {                 /* re-queued items in spare slots have no empty token */
+    if (debt) {           /* re-queued items beyond the capacity have no empty token */
         uint64_t paid = debt < (uint64_t)got ? debt : (uint64_t)got;
         STORE(self->h_debt, debt - paid);
-        free_slots -= (Py_ssize_t)paid;
+        room -= (Py_ssize_t)paid;
     }
     sem_post(self->take_lock);
     CRASH("get.unlock");
-    for (Py_ssize_t i = 0; i < free_slots; i++)
+    for (Py_ssize_t i = 0; i < room; i++)
         sem_post(self->empty);
     STORE(self->e_gets, LOAD(self->e_gets) + got);
     STORE(self->e_phase, self->idle);
@@ -369,14 +466,21 @@ slow:
     return 0;
 }
 
-/* Item i of the in-flight record, copied out of shared memory while the take's caller still
+/* Item i of the in-flight record, copied out of its slot while the take's caller still
  * holds the GIL: bytes or str; or, for any other type and for anything that is not a clean
  * bytes or str item (a length beyond the item size, bytes that are not UTF-8), a raw tuple
  * (tag, payload, length, producer, seq) for Python to decode or reject (Client._item) without
  * reading the record again, which another thread may have released by then. The payload is
  * never read past the slot, whatever the length word says. *raw is set to 1 for a tuple. */
 static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
-    char *slot = self->base + self->record + i * self->slot_size;
+    uint64_t slot_no = LOAD(self->record + i);
+    if (slot_no >= self->nslots) {
+        /* A ring word no put writes: Python names it (Client._item on this raw tuple). */
+        *raw = 1;
+        return Py_BuildValue("(Ky#KKK)", (unsigned long long)self->bad_slot, "", (Py_ssize_t)0,
+                             (unsigned long long)slot_no, 0ull, 0ull);
+    }
+    char *slot = self->base + self->pool + (Py_ssize_t)slot_no * self->slot_size;
     uint64_t *hdr = (uint64_t *)slot;
     uint64_t length = hdr[0] & ((1ull << self->tag_shift) - 1);
     uint64_t tag = (hdr[0] >> self->tag_shift) & 0xFFFF;
@@ -405,6 +509,24 @@ static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
  * "take the slow path": the handle then finds the calling thread's own client, or raises
  * HandleClosed. So a handle may offer its first client's Ring to every thread unchecked. */
 #define NOT_USABLE(self) ((self)->w == NULL || PyThread_get_thread_ident() != (self)->owner)
+
+/* ack() -> True when the last take is acknowledged (or there was none), None when the
+ * Python path must do it (a recovery, a busy lock, a state other than running or draining) */
+static PyObject *ring_ack(Ring *self, PyObject *unused) {
+    if (NOT_USABLE(self))
+        Py_RETURN_NONE;
+    if (LOAD(self->e_inflight) != self->taken)
+        Py_RETURN_TRUE;
+    STORE(self->e_phase, self->getting);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint64_t state = LOAD(self->h_state);
+    int done = !(LOAD(self->h_epoch) & 1) && state >= self->running && state <= self->stopped
+               && ack_section(self);
+    STORE(self->e_phase, self->idle);
+    if (!done)
+        Py_RETURN_NONE;
+    Py_RETURN_TRUE;
+}
 
 /* put(item, seq: int) -> True if put, None (the slow path must do it; nothing changed) */
 static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -566,6 +688,8 @@ static PyMethodDef ring_methods[] = {
      "put(item, seq) -> True if put, None if the slow path must do it"},
     {"get", (PyCFunction)ring_get, METH_NOARGS,
      "get() -> the bytes or str taken, a raw tuple to decode, or None"},
+    {"ack", (PyCFunction)ring_ack, METH_NOARGS,
+     "ack() -> True when the last take is acknowledged, None if the slow path must"},
     {"put_many", (PyCFunction)(void (*)(void))ring_put_many, METH_FASTCALL,
      "put_many(items: list, start, seq) -> how many were put, or None (the slow path must)"},
     {"get_many", (PyCFunction)ring_get_many, METH_O,

@@ -163,6 +163,11 @@ def build_parser():
                    help="most producers and consumers attached at once (default: 32)")
     p.add_argument("--batch", type=_positive_int("batch"), default=None,
                    help="largest get_many batch (default: the size, at most 64)")
+    p.add_argument("--in-flight", type=_positive_int("in-flight"), default=None,
+                   metavar="N",
+                   help="most items consumers may hold taken and not yet acknowledged, all "
+                        "together (each keeps its slot; default: every client a full batch, "
+                        "within a quarter of the queue's bytes or 1 MiB)")
     p.add_argument("--split-locks", action="store_true", default=None,
                    help="separate put and take locks instead of the lab's single mutex "
                         "(faster: producers and consumers no longer contend)")
@@ -353,7 +358,8 @@ def _cmd_fifo(args):
     exporter = _metrics_exporter(args, log)
     daemon = FifoDaemon(args.name, capacity=args.size, item_size=args.item_size,
                         max_clients=args.max_clients, batch_max=args.batch,
-                        split_locks=args.split_locks, mode=args.mode, keep=args.keep,
+                        split_locks=args.split_locks, in_flight=args.in_flight,
+                        mode=args.mode, keep=args.keep,
                         drain_timeout=args.drain_timeout, kill_stopped=args.kill_stopped,
                         recovery=not args.no_recovery, log=log, notify=Notifier())
     # SIGHUP too: a closed terminal stops the daemon as cleanly as Ctrl-C (names removed).

@@ -32,7 +32,8 @@ from .notify import Notifier
 from .layout import (CORRUPT, DRAINING, FREE, GETTING, H_BLOCKER, H_CREATED, H_DAEMON_PID,
                      H_DAEMON_START, H_DISCARDED, H_EPOCH, H_HEAD, H_MAGIC, H_RECOVERIES,
                      H_STATE, H_TAIL, PUTTING, RETURNED, ROLE_PRODUCER, RUNNING, STOPPED)
-from .recovery import Corrupt, Recovery, dead_entries, process_state, ring_problem
+from .recovery import (Corrupt, Recovery, dead_entries, init_free_list, process_state,
+                       ring_problem)
 from .status import rate_text
 from .table import Entry, process_start_ms
 from .segment import Segment
@@ -43,8 +44,8 @@ DEFAULTS = {"capacity": 32, "item_size": 128, "max_clients": 32}
 # A lock is held for microseconds; one seen taken on every look for this long is held by a
 # client that does not run.
 LOCK_REPORT_AFTER = 1.0
-# The in-flight record of each entry holds this many items at most (and the ring has
-# max_clients * batch_max spare slots for re-queues), so it is capped for large rings.
+# The in-flight record of each entry holds this many slot numbers at most (a word each), so
+# it is capped for large rings.
 MAX_DEFAULT_BATCH = 64
 # How often the STATUS= line for a service manager is brought up to date, at most.
 STATUS_INTERVAL = 1.0
@@ -75,6 +76,9 @@ class FifoDaemon:
     max_clients: producers and consumers attached at once (default 32).
     batch_max: the largest ``get_many`` batch (default the capacity, at most 64).
     split_locks: separate put and take locks instead of the lab's single mutex.
+    in_flight: how many items consumers may hold taken and not yet acknowledged, all
+        together; each keeps its slot, so the pool has capacity + in_flight slots (default:
+        every client a full batch, within a quarter of the queue's bytes or 1 MiB).
     mode: permissions of its POSIX objects (default 0o600, owner only; 0o660 shares them
         with the group).
 
@@ -96,6 +100,7 @@ class FifoDaemon:
     def __init__(self, name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
                  item_size: int | None = None, max_clients: int | None = None,
                  batch_max: int | None = None, split_locks: bool | None = None,
+                 in_flight: int | None = None,
                  mode: int = 0o600, keep: bool = False, drain_timeout: float = 5.0,
                  detach_timeout: float = 3.0, kill_stopped: float | None = None,
                  recovery: bool = True, poll: float = 0.05,
@@ -104,9 +109,10 @@ class FifoDaemon:
         self.name = names.validate(name)
         self._requested: dict = {"capacity": capacity, "item_size": item_size,
                                  "max_clients": max_clients, "batch_max": batch_max,
-                                 "split_locks": split_locks}
+                                 "split_locks": split_locks, "in_flight": in_flight}
         for arg, value in (("size", capacity), ("item-size", item_size),
-                           ("max-clients", max_clients), ("batch", batch_max)):
+                           ("max-clients", max_clients), ("batch", batch_max),
+                           ("in-flight", in_flight)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise UsageError(arg, value, "use a whole number")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777 or mode & 0o600 != 0o600:
@@ -157,7 +163,7 @@ class FifoDaemon:
                     raise FifoExists(self.name)
                 time.sleep(0.005)
             w = seg.words
-            w[H_HEAD] = w[H_TAIL] = layout.BASE
+            init_free_list(seg)
             w[H_CREATED] = time.time_ns()
             self._claim_daemon_words()
             w[H_MAGIC] = layout.MAGIC     # last: from here on the segment is valid
@@ -205,7 +211,8 @@ class FifoDaemon:
                                  ("item_size", "item-size", g.item_size),
                                  ("max_clients", "max-clients", g.max_clients),
                                  ("batch_max", "batch", g.batch_max),
-                                 ("split_locks", "split-locks", g.split_locks)):
+                                 ("split_locks", "split-locks", g.split_locks),
+                                 ("in_flight", "in-flight", g.in_flight)):
             wanted = r[key]
             if wanted is not None and wanted != actual and not (key == "split_locks"
                                                                 and not wanted):
@@ -506,22 +513,26 @@ class FifoDaemon:
 
 def geometry_for(capacity: int | None = None, item_size: int | None = None,
                  max_clients: int | None = None, batch_max: int | None = None,
-                 split_locks: bool | None = None) -> layout.Geometry:
+                 split_locks: bool | None = None,
+                 in_flight: int | None = None) -> layout.Geometry:
     """The geometry a daemon creates for these options (None: the default), or UsageError
     naming the first one out of range. ``shmfifo doctor`` sizes /dev/shm with it."""
     capacity = capacity if capacity is not None else DEFAULTS["capacity"]
+    item_size = item_size if item_size is not None else DEFAULTS["item_size"]
+    max_clients = max_clients if max_clients is not None else DEFAULTS["max_clients"]
     if batch_max is None:
         batch_max = max(1, min(capacity, MAX_DEFAULT_BATCH)) if capacity >= 1 else 1
+    if in_flight is None:
+        in_flight = layout.default_in_flight(capacity, item_size, max_clients, batch_max)
     geometry = layout.Geometry(
-        capacity=capacity,
-        item_size=item_size if item_size is not None else DEFAULTS["item_size"],
-        max_clients=max_clients if max_clients is not None else DEFAULTS["max_clients"],
-        batch_max=batch_max, split_locks=bool(split_locks))
+        capacity=capacity, item_size=item_size, max_clients=max_clients,
+        batch_max=batch_max, split_locks=bool(split_locks), in_flight=in_flight)
     problems = geometry.problems()
     if problems:
         arg, allowed = problems[0]
         given = {"size": geometry.capacity, "item-size": geometry.item_size,
-                 "max-clients": geometry.max_clients, "batch": geometry.batch_max}[arg]
+                 "max-clients": geometry.max_clients, "batch": geometry.batch_max,
+                 "in-flight": geometry.in_flight}[arg]
         raise UsageError(arg, given, allowed)
     return geometry
 
@@ -542,7 +553,8 @@ def forked():
 @contextlib.contextmanager
 def serve(name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
           item_size: int | None = None, max_clients: int | None = None,
-          batch_max: int | None = None, split_locks: bool | None = None, mode: int = 0o600,
+          batch_max: int | None = None, split_locks: bool | None = None,
+          in_flight: int | None = None, mode: int = 0o600,
           keep: bool = False, drain_timeout: float = 5.0, detach_timeout: float = 3.0,
           kill_stopped: float | None = None, recovery: bool = True, poll: float = 0.05,
           log: logging.Logger | None = None) -> Iterator[FifoDaemon]:
@@ -552,11 +564,12 @@ def serve(name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
     (producers stop, consumers drain, the names are removed unless ``keep``) and its
     :class:`StopReport` is left in the daemon's ``report``. The options are
     :class:`FifoDaemon`'s: the FIFO's capacity, item_size, max_clients, batch_max,
-    split_locks and mode; the daemon's keep, drain_timeout, detach_timeout, kill_stopped,
+    split_locks, in_flight and mode; the daemon's keep, drain_timeout, detach_timeout, kill_stopped,
     recovery, poll and log.
     """
     daemon = FifoDaemon(name, capacity=capacity, item_size=item_size, max_clients=max_clients,
-                        batch_max=batch_max, split_locks=split_locks, mode=mode, keep=keep,
+                        batch_max=batch_max, split_locks=split_locks, in_flight=in_flight,
+                        mode=mode, keep=keep,
                         drain_timeout=drain_timeout, detach_timeout=detach_timeout,
                         kill_stopped=kill_stopped, recovery=recovery, poll=poll, log=log)
     daemon.start()

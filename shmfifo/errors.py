@@ -11,8 +11,8 @@ import queue
 
 __all__ = [
     "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
-    "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "Stopped", "NoFreeEntry",
-    "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem", "CorruptItem",
+    "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "ViewInUse", "Stopped",
+    "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem", "CorruptItem",
     "MissingExtra", "CannotListen",
 ]
 
@@ -188,6 +188,18 @@ class HandleClosed(ShmfifoError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"this handle on FIFO {name!r} is closed; attach again to use the FIFO")
+
+
+class ViewInUse(ShmfifoError, BufferError):
+    """A get_view block ended while something made from its view (a numpy array, another
+    memoryview) still referred to the item's slot: the slot cannot be given back under it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"the view of an item of FIFO {name!r} is still in use as its block ends (an "
+            f"array or memoryview made from it): the item stays unacknowledged; copy what you "
+            f"keep (bytes(view), numpy.array(...)) and drop the rest inside the block")
 
 
 class Stopped(ShmfifoError):

@@ -23,6 +23,7 @@ on first use.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -253,6 +254,31 @@ class Fifo:
     def get_message(self, block: bool = True, timeout: float | None = None) -> Message:
         """Like get, but return a :class:`Message` with the producer, sequence and put time."""
         return self._client().get_message(block, timeout)
+
+    @contextlib.contextmanager
+    def get_view(self, block: bool = True,
+                 timeout: float | None = None) -> Iterator[memoryview]:
+        """Take one item and lend its bytes where they lie, without a copy::
+
+            with q.get_view() as view:       # a read-only memoryview into shared memory
+                total += process(view)
+
+        The view is of the item's encoded bytes (a bytes item's bytes, a str's UTF-8).
+        Leaving the block releases the view and acknowledges the item; a crash inside the
+        block re-delivers it. The view is unusable after the block, and what is made from it
+        must not outlive the block: copy what you keep (``bytes(view[a:b])``). Something that
+        still exports it when the block ends (a numpy array from ``numpy.frombuffer(view)``)
+        makes the block end with ViewInUse, the item unacknowledged. No other get or ack of
+        this thread may run inside the block (UsageError)."""
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        view = c.get_view(block, timeout)
+        try:
+            yield view
+        finally:
+            c.release_view()
 
     def get_many(self, max_items: int, block: bool = True,
                  timeout: float | None = None) -> list[Any]:

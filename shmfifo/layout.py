@@ -1,19 +1,33 @@
 """The shared-memory layout of a FIFO, declared once.
 
-A segment is a header, a table of client entries and a ring of slots::
+A segment is a header, a table of client entries, the ring, the free list and the pool of
+slots::
 
-    offset 0                          HEADER_SIZE            + max_clients * entry_size
-    +--------------------------------+------------------------+--------------------------+
-    | header (48 words)              | entry 0 | entry 1 | .. | slot 0 | slot 1 | ...     |
-    +--------------------------------+------------------------+--------------------------+
+    0         HEADER_SIZE         ring_offset       free_offset       pool_offset
+    +---------+-------------------+-----------------+-----------------+----------------------+
+    | header  | entry 0 | .. |    | ring: NSLOTS    | free: NSLOTS    | slot 0 | slot 1 | .. |
+    |48 words | max_clients       | slot numbers    | slot numbers    | NSLOTS slots         |
+    +---------+-------------------+-----------------+-----------------+----------------------+
+
+An item lives in a slot of the pool from its put until its consumer acknowledges it; what
+moves through the FIFO is the slot's number. The ring holds the numbers of the queued items
+(positions ``tail .. head``), the free list the numbers of the free slots (positions
+``free_tail .. free_head``), and a consumer's in-flight record the numbers it took and has
+not acknowledged: every slot is in exactly one of the three (ring.py, the contract). The
+pool has NSLOTS = CAPACITY + IN_FLIGHT slots: up to CAPACITY queued, and up to IN_FLIGHT
+taken and not yet acknowledged (the ``loans`` semaphore counts what is left of that).
 
     header words (u64, index into the segment viewed as an array of words):
       0 MAGIC     written last at creation: a half-built segment is never valid
-      1 VERSION  2 CAPACITY  3 SPARE  4 NSLOTS  5 ITEM_SIZE  6 SLOT_SIZE  7 MAX_CLIENTS
-      8 BATCH_MAX  9 ENTRY_SIZE  10 TOTAL_SIZE  11 FLAGS  12 CREATED (wall ns)
-     16 HEAD      next index to put; only producers write it (own cache line)
-     24 TAIL      next index to take; only consumers write it, and the daemon at quiescence
-     25 DEBT      items re-queued into spare slots that no `empty` token stands for
+      1 VERSION  2 CAPACITY  3 IN_FLIGHT  4 NSLOTS  5 ITEM_SIZE  6 SLOT_SIZE
+      7 MAX_CLIENTS  8 BATCH_MAX  9 ENTRY_SIZE  10 TOTAL_SIZE  11 FLAGS  12 CREATED (wall ns)
+     16 HEAD      next ring position to put; only producers write it (own cache line)
+     17 FREE_TAIL next free-list position to pop; only producers write it
+     24 TAIL      next ring position to take; only consumers write it, and the daemon at
+                  quiescence
+     25 FREE_HEAD next free-list position to push; only consumers write it (acknowledging),
+                  and the daemon at quiescence
+     26 DEBT      items re-queued beyond the capacity, which no `empty` token stands for
      32 STATE     RUNNING, DRAINING or STOPPED: the daemon's word to every client
      33 EPOCH     odd while a recovery is in progress
      34 DAEMON_PID  35 DAEMON_START (ms)  36 JOURNAL_ENTRY (entry + 1, 0 = none)
@@ -27,18 +41,20 @@ A segment is a header, a table of client entries and a ring of slots::
       7 PUTS  8 GETS  9 INFLIGHT (NONE/PREPARED/TAKEN)  10 INFLIGHT_INDEX  11 INFLIGHT_N
      12 ATTACHED (wall ns)  13-15 reserved
       param text at byte 128: the client's item, UTF-8, for status
-      in-flight record at byte 192: BATCH_MAX slots, a private copy of what was taken
+      in-flight record at byte 192: BATCH_MAX words, the slot numbers taken (INFLIGHT_N
+      of them) and not yet acknowledged
 
-    slot: SLOT_HEADER (length u32, type tag u16, pad, producer pid u64, seq u64,
-          put time u64 monotonic ns), then the payload, ITEM_SIZE bytes at most.
+    slot (SLOT_SIZE bytes, a multiple of 64): SLOT_HEADER (length u32, type tag u16, pad,
+          producer pid u64, seq u64, put time u64 monotonic ns), then the payload, ITEM_SIZE
+          bytes at most.
 
 Every word that another process reads while it may change is an aligned u64 read and written
 through ``memoryview(mm).cast('Q')``, never with ``struct.pack_into`` (which zeroes the bytes
 before it writes them, so a concurrent reader can see 0). Slot contents are only read after
 the commit that publishes them, so they are packed with ``struct``.
 
-Ring indices run free from BASE = 2**32: count = head - tail, slot = index % NSLOTS, and a
-re-queue at the front (tail - n) never goes below zero.
+Positions run free from BASE = 2**32: count = head - tail, word = ring[position % NSLOTS],
+and a re-queue at the front (tail - n) never goes below zero; the free list likewise.
 """
 
 import dataclasses
@@ -47,17 +63,17 @@ import struct
 __all__ = ["MAGIC", "VERSION", "BASE", "HEADER_SIZE", "SLOT_HEADER", "Geometry"]
 
 MAGIC = int.from_bytes(b"SHMFIFO1", "little")
-VERSION = 1
+VERSION = 2         # 2: items stay in a pool slot until acknowledged (no spare slots, no copy)
 BASE = 1 << 32
 WORD = 8
 HEADER_WORDS = 48
 HEADER_SIZE = HEADER_WORDS * WORD
 
 # header words
-H_MAGIC, H_VERSION, H_CAPACITY, H_SPARE, H_NSLOTS, H_ITEM_SIZE, H_SLOT_SIZE = range(7)
+H_MAGIC, H_VERSION, H_CAPACITY, H_IN_FLIGHT, H_NSLOTS, H_ITEM_SIZE, H_SLOT_SIZE = range(7)
 H_MAX_CLIENTS, H_BATCH_MAX, H_ENTRY_SIZE, H_TOTAL_SIZE, H_FLAGS, H_CREATED = range(7, 13)
-H_HEAD = 16          # its own 64-byte line: producers write it, consumers never do
-H_TAIL, H_DEBT = 24, 25
+H_HEAD, H_FREE_TAIL = 16, 17    # their own 64-byte line: producers write them, consumers never
+H_TAIL, H_FREE_HEAD, H_DEBT = 24, 25, 26   # their own line: consumers (and the daemon)
 H_STATE, H_EPOCH, H_DAEMON_PID, H_DAEMON_START = 32, 33, 34, 35
 H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_REQUEUED, H_RECOVERIES, H_BLOCKER, H_DISCARDED = range(36, 42)
 
@@ -86,12 +102,14 @@ ROLE_CLIENT, ROLE_PRODUCER, ROLE_CONSUMER = 0, 1, 2
 ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_PRODUCER: "producer", ROLE_CONSUMER: "consumer"}
 
 # E_PHASE values. Only IDLE (holds nothing) and PARKED (acked the current epoch) are quiescent.
-IDLE, PUTTING, GETTING, BLOCKED_FULL, BLOCKED_EMPTY, PARKED = range(6)
+# BLOCKED_IN_FLIGHT: a consumer waits for others to acknowledge (every `loans` token is out).
+IDLE, PUTTING, GETTING, BLOCKED_FULL, BLOCKED_EMPTY, PARKED, BLOCKED_IN_FLIGHT = range(7)
 PHASE_NAMES = {IDLE: "running", PUTTING: "putting", GETTING: "getting",
                BLOCKED_FULL: "blocked on full", BLOCKED_EMPTY: "blocked on empty",
-               PARKED: "parked"}
+               PARKED: "parked", BLOCKED_IN_FLIGHT: "blocked on in-flight limit"}
 
-# E_INFLIGHT values
+# E_INFLIGHT values. PREPARED: a take in progress (INFLIGHT_INDEX = tail when it began);
+# TAKEN: the slots named in the record are this client's until it acknowledges them.
 NONE, PREPARED, TAKEN = 0, 1, 2
 
 # length, type tag, (pad), producer pid, producer sequence number, put time (monotonic ns)
@@ -117,11 +135,25 @@ def slot_tag(word0):
 # item type tags
 TAG_BYTES, TAG_STR, TAG_INT, TAG_PICKLE = 1, 2, 3, 4
 
-# Limits that keep a corrupt header from making us map or index absurd sizes.
+# Limits that keep a corrupt header from making us map or index absurd sizes. An item's
+# length is a u32 in its slot header; 2 GiB keeps every size a positive Py_ssize_t in C.
 MAX_CAPACITY = 1 << 20
-MAX_ITEM_SIZE = 1 << 20
+MAX_ITEM_SIZE = 1 << 31
 MAX_CLIENTS = 1024
-MAX_TOTAL_SIZE = 1 << 34
+MAX_TOTAL_SIZE = 1 << 40
+# Slots start on a cache line, so that payloads are 32-byte aligned (after the header) and
+# two slots never share a line.
+SLOT_ALIGN = 64
+
+
+def default_in_flight(capacity, item_size, max_clients, batch_max):
+    """How many items consumers may hold unacknowledged, all together, unless told: as many
+    as they can ever take (every client a full batch), so that no consumer waits for
+    another's acknowledgement, but at most what fits in a quarter of the queue's bytes (or 1
+    MiB, if that is more): slots of large items are not reserved by the dozen."""
+    slot = _round_up(SLOT_HEADER.size + item_size, SLOT_ALIGN)
+    budget = max(capacity * slot // 4, 1 << 20) // slot
+    return max(1, min(max_clients * batch_max, budget))
 
 
 def _round_up(n, to):
@@ -132,9 +164,13 @@ def _round_up(n, to):
 class Geometry:
     """The sizes of a FIFO and every offset derived from them.
 
-    ``spare`` = max_clients * batch_max: a recovery re-queues every dead consumer's in-flight
-    items at the front, and with the ring full those land in spare slots, so nothing already
-    queued is overwritten (see the ring module for the bound).
+    An item in flight (taken, not acknowledged) keeps its slot, so the pool has ``capacity``
+    slots for what is queued and ``in_flight`` more for what consumers hold: queued + in
+    flight + free = nslots. A recovery that re-queues a dead consumer's items at the front
+    only moves their numbers back into the ring, which has nslots positions, so they always
+    fit, even on a full ring. The segment is the pool plus two words per slot and a small
+    table: ``total_size`` is about ``(capacity + in_flight) * (item_size + 32)`` rounded up
+    to 64 bytes a slot (README, Memory).
     """
 
     capacity: int
@@ -142,35 +178,44 @@ class Geometry:
     max_clients: int
     batch_max: int
     split_locks: bool = False
-
-    @property
-    def spare(self):
-        return self.max_clients * self.batch_max
+    in_flight: int = 1
 
     @property
     def nslots(self):
-        return self.capacity + self.spare
+        return self.capacity + self.in_flight
 
     @property
     def slot_size(self):
-        return _round_up(SLOT_HEADER.size + self.item_size, WORD)
+        return _round_up(SLOT_HEADER.size + self.item_size, SLOT_ALIGN)
 
     @property
     def entry_size(self):
         # each entry on its own cache lines: clients write their entries on every operation
-        return _round_up(INFLIGHT_OFFSET + self.batch_max * self.slot_size, 64)
+        return _round_up(INFLIGHT_OFFSET + self.batch_max * WORD, 64)
 
     @property
     def table_offset(self):
         return HEADER_SIZE
 
     @property
-    def slots_offset(self):
+    def ring_offset(self):
         return HEADER_SIZE + self.max_clients * self.entry_size
 
     @property
+    def free_offset(self):
+        return self.ring_offset + _round_up(self.nslots * WORD, 64)
+
+    @property
+    def pool_offset(self):
+        return self.free_offset + _round_up(self.nslots * WORD, 64)
+
+    @property
     def total_size(self):
-        return self.slots_offset + self.nslots * self.slot_size
+        return self.pool_offset + self.nslots * self.slot_size
+
+    def slot_offset(self, slot):
+        """Byte offset of pool slot number ``slot``."""
+        return self.pool_offset + slot * self.slot_size
 
     @property
     def flags(self):
@@ -190,6 +235,8 @@ class Geometry:
             bad.append(("max-clients", f"a whole number from 1 to {MAX_CLIENTS}"))
         if not 1 <= self.batch_max <= max(1, self.capacity):
             bad.append(("batch", "a whole number from 1 to the FIFO's size"))
+        if not 1 <= self.in_flight <= MAX_CAPACITY:
+            bad.append(("in-flight", f"a whole number of items from 1 to {MAX_CAPACITY}"))
         if not bad and self.total_size > MAX_TOTAL_SIZE:
             bad.append(("size", f"a geometry whose segment stays under {MAX_TOTAL_SIZE} bytes"))
         return bad
@@ -198,7 +245,7 @@ class Geometry:
         """Store the geometry words (not MAGIC: the creator writes it last)."""
         words[H_VERSION] = VERSION
         words[H_CAPACITY] = self.capacity
-        words[H_SPARE] = self.spare
+        words[H_IN_FLIGHT] = self.in_flight
         words[H_NSLOTS] = self.nslots
         words[H_ITEM_SIZE] = self.item_size
         words[H_SLOT_SIZE] = self.slot_size
@@ -226,10 +273,11 @@ class Geometry:
             return f"unknown flags {words[H_FLAGS]:#x}"
         geometry = cls(capacity=words[H_CAPACITY], item_size=words[H_ITEM_SIZE],
                        max_clients=words[H_MAX_CLIENTS], batch_max=words[H_BATCH_MAX],
-                       split_locks=bool(words[H_FLAGS] & FLAG_SPLIT_LOCKS))
+                       split_locks=bool(words[H_FLAGS] & FLAG_SPLIT_LOCKS),
+                       in_flight=words[H_IN_FLIGHT])
         if geometry.problems():
             return "its geometry is out of range"
-        derived = ((H_SPARE, geometry.spare), (H_NSLOTS, geometry.nslots),
+        derived = ((H_NSLOTS, geometry.nslots),
                    (H_SLOT_SIZE, geometry.slot_size), (H_ENTRY_SIZE, geometry.entry_size),
                    (H_TOTAL_SIZE, geometry.total_size))
         for word, value in derived:

@@ -25,7 +25,7 @@ MAX_NAME = 100
 _VALID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 ALLOWED = f"use 1 to {MAX_NAME} characters from A-Z a-z 0-9 _ . - (not starting with . or -)"
 
-SEMAPHORES = ("empty", "fill", "mutex", "take")
+SEMAPHORES = ("empty", "fill", "mutex", "take", "loans")
 
 
 def validate(name):

@@ -10,10 +10,13 @@ without stopping the survivors for longer than the repair:
 2. wait until every live entry is IDLE or has acknowledged (quiescence), noting new deaths;
 3. finish a re-queue that a previous daemon journaled and did not complete;
 4. resolve each dead consumer's PREPARED record: committed iff ``tail == index + n``;
-5. re-queue each dead consumer's TAKEN items at the front, journaled so that a daemon that
-   dies half-way lets the next one finish without losing or duplicating anything;
-6. set every lock to 1, ``fill`` = count, ``empty`` = max(0, capacity - count),
-   ``debt`` = max(0, count - capacity);
+5. re-queue each dead consumer's TAKEN slot numbers at the front of the ring, journaled so
+   that a daemon that dies half-way lets the next one finish without losing or duplicating
+   anything;
+6. rebuild the free list from what is owned (the ring's slots and every live record's),
+   checking that no slot is named twice; set every lock to 1, ``fill`` = queued, ``empty``
+   = max(0, capacity - queued), ``debt`` = max(0, queued - capacity) and ``loans`` =
+   in_flight - what live records hold;
 7. free the dead entries, count the recovery and make ``epoch`` even: clients resume.
 
 Each step is idempotent given the words it leaves, so the whole procedure can simply be run
@@ -27,14 +30,15 @@ import time
 import posix_ipc
 
 from . import crashpoints
-from .layout import (ACTIVE, FREE, H_BLOCKER, H_DEBT, H_EPOCH, H_HEAD, H_JOURNAL_ENTRY,
-                     H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL, IDLE, NONE,
-                     PARKED, PREPARED, STATE_NAMES, TAKEN)
+from .layout import (ACTIVE, BASE, FREE, H_BLOCKER, H_DEBT, H_EPOCH, H_FREE_HEAD, H_FREE_TAIL,
+                     H_HEAD,
+                     H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL,
+                     IDLE, NONE, PARKED, PREPARED, STATE_NAMES, TAKEN)
 from .waiting import fence
 from .table import Entry, entries
 
 __all__ = ["dead_entries", "Recovery", "process_state", "Corrupt", "ring_problem",
-           "record_problem"]
+           "record_problem", "init_free_list"]
 
 QUIESCENCE_POLL = 0.002
 
@@ -65,22 +69,33 @@ class Corrupt(Exception):
     """The words contradict the geometry: nothing may be repaired from them."""
 
 
-def ring_problem(seg):
-    """What in the ring's own words contradicts the geometry, or None. Reads that race with
-    running clients are taken again until ``tail`` held still across the read of ``head``
-    (tail only grows between recoveries, so such a read is exact)."""
-    w, g = seg.words, seg.geometry
+def _pair(w, first, second):
+    """``first, second`` read as ``first, second, first`` until the two reads of ``first``
+    agree: ``tail`` and ``free_tail`` only grow between recoveries, so such a read is exact
+    even while clients run."""
     for _ in range(100):
-        tail = w[H_TAIL]
-        head = w[H_HEAD]
-        if w[H_TAIL] == tail:
+        a = w[first]
+        b = w[second]
+        if w[first] == a:
             break
+    return a, b
+
+
+def ring_problem(seg):
+    """What in the ring's and the free list's own words contradicts the geometry, or None."""
+    w, g = seg.words, seg.geometry
+    tail, head = _pair(w, H_TAIL, H_HEAD)
     count = head - tail
     if not 0 <= count <= g.nslots:
         return f"head - tail is {count} (head {head}, tail {tail}), outside 0..{g.nslots}"
+    ftail, fhead = _pair(w, H_FREE_TAIL, H_FREE_HEAD)
+    free = fhead - ftail
+    if not 0 <= free <= g.nslots:
+        return (f"the free list holds {free} slots (free_head {fhead}, free_tail {ftail}), "
+                f"outside 0..{g.nslots}")
     debt = w[H_DEBT]
-    if debt > g.spare:
-        return f"debt is {debt}, more than its {g.spare} spare slots"
+    if debt > g.in_flight:
+        return f"debt is {debt}, more than the {g.in_flight} items that may be in flight"
     journal = w[H_JOURNAL_ENTRY]
     if journal > g.max_clients:
         return f"the journal names entry {journal - 1} of a table of {g.max_clients}"
@@ -92,13 +107,34 @@ def ring_problem(seg):
 
 def record_problem(entry):
     """What in an entry's in-flight record contradicts the geometry, or None."""
-    inflight, n = entry.inflight, entry.inflight_n
+    inflight, n, g = entry.inflight, entry.inflight_n, entry.seg.geometry
     if inflight not in (NONE, PREPARED, TAKEN):
         return f"entry {entry.index}'s record state holds {inflight}"
-    if inflight != NONE and not 1 <= n <= entry.seg.geometry.batch_max:
-        return (f"entry {entry.index}'s record holds {n} items, not 1.."
-                f"{entry.seg.geometry.batch_max}")
+    if inflight != NONE and not 1 <= n <= g.batch_max:
+        return f"entry {entry.index}'s record holds {n} items, not 1..{g.batch_max}"
+    if inflight == TAKEN:
+        bad = [slot for slot in entry.record_slots() if slot >= g.nslots]
+        if bad:
+            return (f"entry {entry.index}'s record names slot {bad[0]} of a pool of "
+                    f"{g.nslots}")
     return None
+
+
+def init_free_list(seg):
+    """A new FIFO: nothing queued, every slot free."""
+    w, g = seg.words, seg.geometry
+    w[H_HEAD] = w[H_TAIL] = BASE
+    _write_free(seg, BASE, range(g.nslots))
+
+
+def _write_free(seg, free_tail, slots):
+    w, g = seg.words, seg.geometry
+    base, cap = g.free_offset // 8, g.nslots
+    n = 0
+    for n, slot in enumerate(slots, 1):
+        w[base + (free_tail + n - 1) % cap] = slot
+    w[H_FREE_TAIL] = free_tail
+    w[H_FREE_HEAD] = free_tail + n
 
 
 def set_semaphore(sem, value, bound):
@@ -157,7 +193,7 @@ class Recovery:
         requeued = 0
         for index in sorted(dead):
             requeued += self._requeue(index)
-        self._reset_semaphores()
+        self._reset_semaphores(dead)
         if crash:
             crash("recovery.reset")
         for index in sorted(dead):
@@ -219,14 +255,13 @@ class Recovery:
                     pass
 
     def _copy_record_to_ring(self, index, first):
-        """Copy entry ``index``'s in-flight items into the slots from ring index ``first``."""
+        """Write entry ``index``'s in-flight slot numbers into the ring from position
+        ``first`` on (the items stay where they are, in their slots)."""
         seg = self.seg
-        g, b = seg.geometry, seg.buf
-        entry = self._entry(index)
-        n, record = entry.inflight_n, entry.record_offset
-        for k in range(n):
-            off = g.slots_offset + (first + k) % g.nslots * g.slot_size
-            b[off:off + g.slot_size] = b[record + k * g.slot_size:record + (k + 1) * g.slot_size]
+        g, w = seg.geometry, seg.words
+        ring = g.ring_offset // 8
+        for k, slot in enumerate(self._entry(index).record_slots()):
+            w[ring + (first + k) % g.nslots] = slot
 
     def _finish_journal(self):
         w = self.seg.words
@@ -244,8 +279,10 @@ class Recovery:
             if w[H_TAIL] == before:          # the copy may be partial: redo it and commit
                 self._copy_record_to_ring(index, before - n)
                 w[H_TAIL] = before - n
-            w[H_REQUEUED] += n
+            # Counted with the record's clearing, in this order, so that a daemon dying
+            # between the two counts the re-queue again rather than never.
             entry.inflight = NONE
+            w[H_REQUEUED] += n
         w[H_JOURNAL_ENTRY] = 0
         self.log.info("finished the re-queue of %d item(s) that a previous daemon started", n)
 
@@ -264,6 +301,11 @@ class Recovery:
             return 0
         n = entry.inflight_n
         before = w[H_TAIL]
+        g = self.seg.geometry
+        if w[H_HEAD] - (before - n) > g.nslots:
+            # queued + in flight never exceeds the pool: the words contradict each other.
+            raise Corrupt(f"re-queuing {n} item(s) would queue {w[H_HEAD] - before + n}, "
+                          f"more than the {g.nslots} slots of the pool")
         w[H_JOURNAL_TAIL] = before
         w[H_JOURNAL_ENTRY] = index + 1   # the journal is valid from this store on
         if crash:
@@ -274,28 +316,66 @@ class Recovery:
         w[H_TAIL] = before - n           # commit: the items are at the front again
         if crash:
             crash("recovery.tail")
-        w[H_REQUEUED] += n
         entry.inflight = NONE
+        w[H_REQUEUED] += n
         if crash:
             crash("recovery.record")
         w[H_JOURNAL_ENTRY] = 0
         self.log.info("re-queued %d item(s) taken by dead client pid %d", n, entry.pid)
         return n
 
-    def _reset_semaphores(self):
+    def _rebuild_free_list(self, dead):
+        """Every slot that neither the ring nor a live record names is free: the free list is
+        written anew from that, whatever a client dying in a lock section left in it. Returns
+        how many slots the live records hold."""
+        seg, w = self.seg, self.seg.words
+        g = seg.geometry
+        owner = {}                   # slot -> who names it, to find a slot named twice
+        ring = g.ring_offset // 8
+        for position in range(w[H_TAIL], w[H_HEAD]):
+            slot = w[ring + position % g.nslots]
+            if slot >= g.nslots:
+                raise Corrupt(f"ring position {position} names slot {slot} of a pool of "
+                              f"{g.nslots}")
+            self._own(owner, slot, f"ring position {position}")
+        held = 0
+        for entry in entries(seg):
+            if entry.index in dead or entry.inflight != TAKEN:
+                continue
+            problem = record_problem(entry)
+            if problem:
+                raise Corrupt(problem)
+            for slot in entry.record_slots():
+                self._own(owner, slot, f"entry {entry.index}'s record")
+                held += 1
+        if held > g.in_flight:
+            raise Corrupt(f"live records hold {held} items, more than the in-flight limit of "
+                          f"{g.in_flight}")
+        _write_free(seg, w[H_FREE_TAIL], [s for s in range(g.nslots) if s not in owner])
+        return held
+
+    @staticmethod
+    def _own(owner, slot, who):
+        if slot in owner:
+            raise Corrupt(f"slot {slot} is named by {owner[slot]} and by {who}")
+        owner[slot] = who
+
+    def _reset_semaphores(self, dead=()):
         seg, w = self.seg, self.seg.words
         problem = ring_problem(seg)           # quiescent: an exact read
         if problem:
             raise Corrupt(problem)
         count = w[H_HEAD] - w[H_TAIL]
         g = seg.geometry
+        held = self._rebuild_free_list(set(dead))
         w[H_DEBT] = max(0, count - g.capacity)
-        bound = g.nslots + g.spare
+        bound = 2 * g.nslots
         set_semaphore(seg.put_lock, 1, bound)
         if seg.take_lock is not seg.put_lock:
             set_semaphore(seg.take_lock, 1, bound)
         set_semaphore(seg.fill, count, bound)
         set_semaphore(seg.empty, max(0, g.capacity - count), bound)
+        set_semaphore(seg.loans, g.in_flight - held, bound)
 
     def _free(self, index):
         self._entry(index).free()

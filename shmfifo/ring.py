@@ -4,43 +4,65 @@ The concurrency contract
 ------------------------
 Semaphores (named, shared by every process of the FIFO):
 
-* ``empty`` counts free slots, ``fill`` counts items present: a producer holds an ``empty``
-  token for each slot it is about to fill, a consumer a ``fill`` token for each item it is
-  about to take.
+* ``empty`` counts the room left in the queue (capacity - queued), ``fill`` the queued
+  items: a producer holds an ``empty`` token for each item it is about to put, a consumer a
+  ``fill`` token for each item it is about to take.
+* ``loans`` counts what consumers may still take without acknowledging (in_flight - held):
+  a consumer holds a ``loans`` token for each item it has taken and not acknowledged.
 * ``put_lock`` excludes producers from each other, ``take_lock`` consumers from each other.
   In the lab's configuration (the default) both are the one ``mutex``; with split locks they
-  are two semaphores, since ``empty``/``fill`` already keep producers and consumers off each
-  other's slots.
+  are two semaphores.
 
-Words (layout.py): producers write ``head``; consumers write ``tail`` and ``debt`` and their
-own entry's in-flight record; each client writes only its own entry; the daemon writes
-``epoch``, ``state`` and, at quiescence only, anything.
+Slots (layout.py): an item stays in its pool slot from its put until its consumer
+acknowledges it, and only its slot *number* moves: through the free list to a producer,
+through the ring to a consumer, into that consumer's in-flight record, and back to the free
+list. Every slot number is in exactly one of the ring (positions ``tail..head``), the free
+list (``free_tail..free_head``) or one in-flight record. The pool has capacity + in_flight
+slots, so free = capacity - queued + in_flight - held >= the ``empty`` and ``loans``
+tokens not yet used: a producer with a token always finds a free slot, and a consumer needs
+no copy.
 
-Put:  empty.acquire -> put_lock.acquire -> write slot(s) -> **head += n** (the commit: the item
-      is written before the index that makes it visible) -> put_lock.release -> fill.release.
-Get:  fill.acquire -> take_lock.acquire -> record PREPARED at index tail -> copy the slot(s)
-      into the in-flight record -> **tail += n** (the commit) -> record TAKEN -> pay ``debt``
-      or release ``empty``. The item is handled from the private copy; the next get, ``ack``
-      or ``close`` marks the record NONE (acknowledged).
+Words: producers write ``head`` and ``free_tail`` (under ``put_lock``); consumers write
+``tail``, ``debt`` and ``free_head`` (under ``take_lock``) and their own entry's in-flight
+record; each
+client writes only its own entry; the daemon writes ``epoch``, ``state`` and, at quiescence
+only, anything.
+
+Put:  empty.acquire -> put_lock.acquire -> for each item: pop a slot number from the free
+      list, write the item into that slot, write the number at ring[head + k] ->
+      free_tail += n -> **head += n** (the commit: the items are written before the index
+      that makes them visible) -> put_lock.release -> fill.release.
+Get:  [acknowledge first, if the record is TAKEN: take_lock.acquire -> push the record's
+      numbers onto the free list, **free_head += n** -> record NONE -> take_lock.release ->
+      loans.release] -> loans.acquire -> fill.acquire -> take_lock.acquire -> record
+      PREPARED at tail -> copy the numbers ring[tail..tail + n] into the record ->
+      **tail += n** (the commit) -> record TAKEN -> pay ``debt`` -> take_lock.release ->
+      empty.release for each item not paid as debt. The item is read straight from its
+      slot, which is this consumer's until it acknowledges it: by the next get, ``ack`` or
+      ``close``. The queue's room is given back at the take, as queue.Queue does; the slot
+      and the ``loans`` token at the acknowledgement.
 
 What a SIGKILL at each step leaves, and how the daemon repairs it at quiescence:
-a token taken and not used (empty/fill/lock held) -> semaphores are recomputed from the ring;
-a slot written but not committed -> invisible, overwritten later; a committed put -> present;
-a PREPARED record -> committed iff tail == index + n (the dead consumer still held take_lock,
-so nobody moved tail since); a TAKEN record -> re-queued at the front (at-least-once: the only
-duplicate is an item handled but not yet acknowledged).
+a token taken and not used (empty/fill/lock held) -> semaphores are recomputed from the
+ring and the free list; slots written and not committed -> not in the ring, so free again
+when the free list is rebuilt; a committed put -> queued; a PREPARED record -> committed iff
+tail == index + n (the dead consumer still held take_lock, so nobody moved tail since); a
+TAKEN record -> its numbers re-queued at the front (at-least-once: the only duplicate is an
+item handled but not yet acknowledged, or one whose acknowledgement died half-way). The free
+list is rebuilt at every recovery from what the ring and the records hold, so a death
+anywhere inside a lock section leaves nothing to undo.
+
+Bound on positions: a re-queue at the front adds at most what was in flight, so queued <=
+capacity + in_flight = nslots, the ring's length; ``debt`` (queued beyond the capacity, which
+no ``empty`` token stands for) is paid by the next takes.
 
 Quiescence: before taking any token an operation stores its phase, fences, then reads the
 epoch (the daemon stores an odd epoch, fences, then reads phases), so either the daemon sees
-the operation or the operation sees the recovery and parks without holding anything. Every
-wait is timed (``WAIT_SLICE``); on each timeout or signal a waiter checks its stop flag, the
+the operation or the operation sees the recovery and parks without holding anything (a
+TAKEN record is not "holding": the recovery counts its slots as that client's). Every wait
+is timed (``WAIT_SLICE``); on each timeout or signal a waiter checks its stop flag, the
 daemon's state and the epoch, and if a recovery is running it returns every token it holds,
 marks itself PARKED with ``ack = epoch`` and waits for the epoch to turn even.
-
-Bound on spare slots: with debt d and in-flight items f, d + f never exceeds
-max_clients * batch_max (takes move a unit from one to the other, acks and recoveries only
-lower it), so head - tail <= capacity + d never exceeds NSLOTS, even after a re-queue at the
-front of a full ring.
 
 A :class:`Client` is one entry of the client table, with that entry's lease, phase and
 in-flight record, used by one thread of one process: the handle (handle.py) gives each
@@ -60,15 +82,15 @@ import time
 import posix_ipc
 
 from . import crashpoints, layout, lease, names, table
-from .errors import (CorruptItem, Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, Stopped,
-                     UntrustedItem, UsageError)
+from .errors import (CorruptItem, CorruptSegment, Empty, FifoClosed, Full, HandleClosed,
+                     ItemTooLarge, Stopped, UntrustedItem, UsageError, ViewInUse)
 from .items import TYPE_NAMES, decode, encode
-from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, E_GETS, E_INFLIGHT,
-                     E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
-                     RETURNED, GETTING, H_DEBT, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE,
-                     PREPARED, PUTTING, RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER,
-                     SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_PICKLE, TAG_SHIFT, TAG_STR, TAKEN,
-                     slot_length, slot_tag)
+from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, BLOCKED_IN_FLIGHT, CORRUPT, E_GETS,
+                     E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
+                     RETURNED, GETTING, H_DEBT, H_EPOCH, H_FREE_HEAD, H_FREE_TAIL, H_HEAD, H_STATE,
+                     H_TAIL, IDLE, NONE, PREPARED, PUTTING, RUNNING, S_PRODUCER, S_PUT_NS,
+                     S_SEQ, SLOT_HEADER, SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_PICKLE,
+                     TAG_SHIFT, TAG_STR, TAKEN, slot_length, slot_tag)
 from .waiting import Park, Waiting, fence_acquire, fence_release
 
 try:
@@ -87,12 +109,34 @@ _hot_path = crashpoints.compiled_out if not USE_FASTPATH else (lambda func: func
 
 __all__ = ["Client", "Message", "accelerator"]
 
+# How long close() waits for the take lock to acknowledge what its client took, before it
+# leaves that to the daemon (RETURNED): a lock is held for microseconds unless its holder died.
+CLOSE_ACK_WAIT = 0.5
+# The tag C gives the raw tuple of a record that names a slot beyond the pool (no u16 type
+# tag is this); its length field then holds the slot number.
+BAD_SLOT = 1 << 16
+# Sums written back to a word wrap as C's do: a scribbled word must not make a client raise
+# OverflowError in the middle of a lock section; the daemon reports the wrapped value.
+WORD_MASK = (1 << 64) - 1
+
 
 def accelerator():
     """Which path runs put and get in this process: ``"C"`` or ``"none (pure Python)"``
     (the extension is not built, or ``SHMFIFO_PURE=1``). ``--version``, the daemon's ready
     line and ``shmfifo doctor`` say this."""
     return "C" if USE_FASTPATH else "none (pure Python)"
+
+
+def _copy_words(w, src, src_at, dst, dst_at, cap, n):
+    """Copy ``n`` words from list ``src`` (at index ``src_at``) to list ``dst`` (at
+    ``dst_at``), each a ring of ``cap`` words starting at word ``src``/``dst`` of ``w``:
+    slice assignments, at most three, whatever the wrap."""
+    while n:
+        run = min(n, cap - src_at, cap - dst_at)
+        w[dst + dst_at:dst + dst_at + run] = w[src + src_at:src + src_at + run]
+        n -= run
+        src_at = (src_at + run) % cap
+        dst_at = (dst_at + run) % cap
 
 
 class Message:
@@ -140,10 +184,17 @@ class Client(Waiting):
         self.split_locks = g.split_locks
         self._w = seg.words
         self._b = seg.buf
-        self._nslots = g.nslots
         self._slot_size = g.slot_size
-        self._slots = g.slots_offset
-        self._empty, self._fill = seg.empty, seg.fill
+        self._nslots = g.nslots
+        self._pool = g.pool_offset
+        self._ring = g.ring_offset // 8       # word index of ring[0]
+        self._free = g.free_offset // 8       # word index of free[0]
+        self._view = None         # the memoryview get_view lent out, while its block runs
+        self._fast_saved = None
+        self._empty, self._fill, self._loans = seg.empty, seg.fill, seg.loans
+        # Only an in-flight limit below what the clients can ever hold (every one a full
+        # batch) can bind; otherwise ``loans`` is never touched and costs nothing.
+        self._use_loans = g.in_flight < g.max_clients * g.batch_max
         self._put_lock, self._take_lock = seg.put_lock, seg.take_lock
         self._crash = crashpoints.hook()
         # Unpickling runs code that the item's writer chose: only when no other user can
@@ -158,7 +209,7 @@ class Client(Waiting):
             self.index = table.claim(seg, self.pid, role, param, rate).index
         e = self._entry = g.entry_offset(self.index)
         self._e = e // 8          # entry's first word
-        self._record = e + layout.INFLIGHT_OFFSET
+        self._rec = (e + layout.INFLIGHT_OFFSET) // 8     # word index of the record
         self._fast = self._make_fastpath(self.name, g) if USE_FASTPATH else None
         self.closed = False
 
@@ -170,16 +221,19 @@ class Client(Waiting):
             empty=names.sem_name(name, "empty"), fill=names.sem_name(name, "fill"),
             put_lock=names.sem_name(name, "mutex"),
             take_lock=names.sem_name(name, "take" if g.split_locks else "mutex"),
-            head=H_HEAD, tail=H_TAIL, debt=H_DEBT, state=H_STATE, epoch=H_EPOCH,
+            head=H_HEAD, tail=H_TAIL, free_head=H_FREE_HEAD, free_tail=H_FREE_TAIL,
+            state=H_STATE, epoch=H_EPOCH,
             phase=e + E_PHASE, puts=e + E_PUTS, gets=e + E_GETS, inflight=e + E_INFLIGHT,
             inflight_index=e + E_INFLIGHT_INDEX, inflight_n=e + E_INFLIGHT_N,
+            record=self._rec, ring=self._ring, free=self._free,
             PUTTING=PUTTING, GETTING=GETTING, IDLE=IDLE, RUNNING=RUNNING, STOPPED=STOPPED,
             PREPARED=PREPARED, TAKEN=TAKEN, NONE=NONE, TAG_BYTES=TAG_BYTES, TAG_STR=TAG_STR,
-            BLOCKED_FULL=BLOCKED_FULL, BLOCKED_EMPTY=BLOCKED_EMPTY,
-            slots=self._slots, record=self._record, slot_size=self._slot_size,
+            BLOCKED_FULL=BLOCKED_FULL, BLOCKED_EMPTY=BLOCKED_EMPTY, debt=H_DEBT,
+            loans=names.sem_name(name, "loans"), pool=self._pool, slot_size=self._slot_size,
             item_size=self.item_size, header_size=SLOT_HEADER_SIZE, tag_shift=TAG_SHIFT,
             producer_word=S_PRODUCER, seq_word=S_SEQ, put_ns_word=S_PUT_NS,
-            nslots=self._nslots, pid=self.pid)
+            nslots=self._nslots, batch_max=self.batch_max, pid=self.pid, BAD_SLOT=BAD_SLOT,
+            use_loans=self._use_loans)
 
     # -- put --------------------------------------------------------------------------------
 
@@ -315,24 +369,36 @@ class Client(Waiting):
             self._wait_lock(lock, empty, got)
         if crash:
             crash("put.lock")
-        head = w[H_HEAD]
-        nslots, size, slots, pid = self._nslots, self._slot_size, self._slots, self.pid
-        seq = self._seq
-        now = time.monotonic_ns()
+        head, ftail = w[H_HEAD], w[H_FREE_TAIL]
+        cap, size, pool, ring, free = (self._nslots, self._slot_size, self._pool, self._ring,
+                                       self._free)
+        if not got <= w[H_FREE_HEAD] - ftail <= cap:
+            # A free slot for every empty token is the contract: these words are scribbled.
+            self._undo(lock, empty, got)
+            raise self._corrupt("the free list holds fewer slots than tokens were taken")
+        pid, seq, now = self.pid, self._seq, time.monotonic_ns()
         pack = SLOT_HEADER.pack_into
-        off = slots + head % nslots * size
-        end = slots + nslots * size
-        for tag, payload in records[start:start + got]:
+        first = ftail % cap
+        slots = (w[free + first:free + first + got] if first + got <= cap else
+                 w[free + first:free + cap].tolist() + w[free:free + first + got - cap].tolist())
+        for k in range(got):
+            tag, payload = records[start + k]
+            slot = slots[k]
+            if slot >= cap:
+                self._undo(lock, empty, got)
+                raise self._corrupt(f"the free list names slot {slot} of a pool of {cap}")
+            off = pool + slot * size
             seq += 1
             n = len(payload)
             pack(b, off, n, tag, pid, seq, now)
             b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
-            off += size
-            if off == end:
-                off = slots
+        _copy_words(w, free, first, ring, head % cap, cap, got)
         if crash:
             crash("put.written")
-        w[H_HEAD] = head + got          # commit: the slots are written before head shows them
+        w[H_FREE_TAIL] = ftail + got & WORD_MASK    # popped before they show
+        if crash:
+            crash("put.popped")
+        w[H_HEAD] = head + got & WORD_MASK    # commit: the slots are written before head
         if crash:
             crash("put.commit")
         lock.release()
@@ -353,7 +419,8 @@ class Client(Waiting):
     # -- get --------------------------------------------------------------------------------
 
     def get(self, block=True, timeout=None):
-        """Take one item; raise Empty if none arrives in time."""
+        """Take one item (acknowledging what this client took before); raise Empty if none
+        arrives in time."""
         fast = self._fast
         if fast is not None and not self._stop:
             taken = fast.get()
@@ -361,29 +428,19 @@ class Client(Waiting):
                 return taken if type(taken) is not tuple else self._item(*taken)
         self._enter()
         try:
-            deadline = None if block and timeout is None else self._deadline(block, timeout)
-            self._w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
-            try:
-                self._take_run(1, deadline)                # the common case: one frame less
-            except Park:
-                self._take(1, deadline)
-            off = self._record
-            word = self._w[off >> 3]                       # the header's first word
-            if slot_tag(word) == TAG_BYTES and slot_length(word) <= self.item_size:
-                off += SLOT_HEADER_SIZE
-                return self._seg.mm[off:off + slot_length(word)]
-            return self._decode(off, False)
+            self._take(1, self._deadline(block, timeout))
+            return self._decode(self._taken_slot(0), False)
         finally:
             self._active.pop()
 
     def get_message(self, block=True, timeout=None):
         """Like get, but return a :class:`Message` with the producer, sequence and put time."""
-        self._enter()        # the record is read after the take: nobody may release it
+        self._enter()        # the slot is read after the take: nobody may release it
         try:
             fast = self._fast
             if fast is None or self._stop or fast.get() is None:
                 self._take(1, self._deadline(block, timeout))
-            return self._decode(self._record, True)
+            return self._decode(self._taken_slot(0), True)
         finally:
             self._active.pop()
 
@@ -402,36 +459,112 @@ class Client(Waiting):
         self._enter()
         try:
             n = self._take(max_items, self._deadline(block, timeout))
-            rec, size, b, mm = self._record, self._slot_size, self._b, self._seg.mm
-            unpack = SLOT_HEADER.unpack_from
-            limit = self.item_size
             items = []
-            for off in range(rec, rec + n * size, size):
-                length, tag, producer, seq, _ = unpack(b, off)
-                start = off + SLOT_HEADER_SIZE
-                if tag == TAG_BYTES and length <= limit:
-                    items.append(mm[start:start + length])   # one copy, straight to bytes
+            for k in range(n):
+                off = self._taken_slot(k)
+                length, tag, producer, seq, _ = SLOT_HEADER.unpack_from(self._b, off)
+                if tag == TAG_BYTES and length <= self.item_size:
+                    start = off + SLOT_HEADER_SIZE
+                    items.append(self._seg.mm[start:start + length])   # one copy, to bytes
                 else:
-                    payload = bytes(b[start:start + min(length, limit)])
-                    items.append((tag, payload, length, producer, seq))
+                    items.append(self._raw(off))
             return self._decode_batch(items)
         finally:
             self._active.pop()
 
-    def ack(self):
-        """Mark the items of the last get as handled: a crash now will not re-deliver them.
-        The next get, get_many or close acknowledges implicitly."""
+    def get_view(self, block=True, timeout=None):
+        """Take one item and return a read-only memoryview of its bytes in its slot (the
+        encoded payload: a str's UTF-8, a bytes item's bytes). The slot is this client's
+        until ``release_view``; until then no other get or ack of this client may run."""
         self._enter()
         try:
-            self._w[self._e + E_INFLIGHT] = NONE
+            if self._view is not None:
+                raise UsageError("get_view", "while a view is open",
+                                 "leave the get_view block first")
+            self._take(1, self._deadline(block, timeout))
+            off = self._taken_slot(0)
+            length = slot_length(self._w[off >> 3])
+            if length > self.item_size:
+                self._item(*self._raw(off))       # raises CorruptItem: skipped, as get does
+            start = off + SLOT_HEADER_SIZE
+            view = self._view = self._b[start:start + length].toreadonly()
+            # Until the block ends, every get of this client takes the Python path, which
+            # refuses: the C fast path would acknowledge the slot under the view.
+            self._fast_saved, self._fast = self._fast, None
+            return view
         finally:
             self._active.pop()
+
+    def release_view(self, ack=True):
+        """End what get_view started: release the view, then acknowledge its item. A view that
+        is still exported (a numpy array or another memoryview made from it) cannot be
+        released: ViewInUse, and the item stays unacknowledged (the next get, ack or close
+        acknowledges it)."""
+        view, self._view = self._view, None
+        if view is None:
+            return
+        self._fast, self._fast_saved = self._fast_saved, None
+        try:
+            view.release()
+        except BufferError:
+            raise ViewInUse(self.name) from None
+        if ack:
+            self.ack()
+
+    def ack(self):
+        """Give back the slots of the last get: a crash now will not re-deliver their items,
+        and producers may fill them again. The next get, get_many or close acknowledges
+        implicitly."""
+        fast = self._fast
+        if fast is None or self._stop or not fast.ack():
+            self._enter()
+            try:
+                self._check_no_view()
+                w, e = self._w, self._e
+                while w[e + E_INFLIGHT] == TAKEN:
+                    w[e + E_PHASE] = GETTING
+                    fence_acquire()
+                    fence_release()
+                    try:
+                        if w[H_EPOCH] & 1:
+                            raise Park
+                        if w[H_STATE] == CORRUPT or not RUNNING <= w[H_STATE] <= STOPPED:
+                            self._refuse(False)
+                        self._ack_section()
+                    except Park:
+                        self._park(None)
+                        continue
+                    w[e + E_PHASE] = IDLE
+            finally:
+                self._active.pop()
         crash = self._crash
         if crash:
             crash("ack")
 
+    # -- reading taken slots ----------------------------------------------------------------
+
+    def _check_no_view(self):
+        if self._view is not None:
+            raise UsageError("get", "while a view is open", "leave the get_view block first")
+
+    def _taken_slot(self, k):
+        """Byte offset of the k-th slot in this client's in-flight record (checked)."""
+        slot = self._w[self._rec + k]
+        if slot >= self._nslots:
+            raise self._corrupt(f"an in-flight record names slot {slot} of a pool of "
+                                f"{self._nslots}")
+        return self._pool + slot * self._slot_size
+
+    def _raw(self, off):
+        """The raw (tag, payload, length, producer, seq) of the slot at ``off``, the payload
+        copied and never read past the slot, for _item to decode or refuse."""
+        length, tag, producer, seq, _ = SLOT_HEADER.unpack_from(self._b, off)
+        start = off + SLOT_HEADER_SIZE
+        payload = bytes(self._b[start:start + min(length, self.item_size)])
+        return tag, payload, length, producer, seq
+
     def _decode(self, off, with_meta):
-        """The item in the in-flight record at ``off`` (read under ``active``)."""
+        """The item in the taken slot at ``off`` (read under ``active``)."""
         b = self._b
         n, tag, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
         start = off + SLOT_HEADER_SIZE
@@ -453,6 +586,9 @@ class Client(Waiting):
         ``payload`` never extends past the slot): decoded, or CorruptItem for words no put
         writes or bytes that do not decode, or UntrustedItem for a pickle that other users
         could have written."""
+        if tag == BAD_SLOT:
+            raise self._corrupt(f"an in-flight record names slot {length} of a pool of "
+                                f"{self._nslots}")
         if length > self.item_size:
             raise CorruptItem(self.name, f"its length word says {length} bytes, more than the "
                                          f"{self.item_size} of a slot", producer, seq)
@@ -484,9 +620,22 @@ class Client(Waiting):
             raise first
         return out
 
+    def _corrupt(self, problem):
+        """A word no client writes, seen by this one: the FIFO is corrupt (the daemon will
+        say so to every client, on its next look)."""
+        return CorruptSegment(self.name, f"{problem}: corrupt")
+
+    def _undo(self, lock, sem, held):
+        """Give back a lock and ``held`` tokens of ``sem`` and leave the operation."""
+        lock.release()
+        for _ in range(held):
+            sem.release()
+        self._idle()
+
+    # -- the take lock sections -------------------------------------------------------------
+
     def _take(self, max_items, deadline):
-        w = self._w
-        w[self._e + E_INFLIGHT] = NONE      # the previous take is acknowledged
+        self._check_no_view()
         while True:
             try:
                 return self._take_run(max_items, deadline)
@@ -495,8 +644,93 @@ class Client(Waiting):
                     raise Empty(f"FIFO {self.name!r} is empty") from None
 
     @_hot_path
+    def _ack_section(self):
+        """Acknowledge the record alone: one take_lock section around _ack_push, then its
+        ``loans`` tokens back; inside an operation that has stored its phase, fenced and
+        found the epoch even (the caller). Park if the lock's holder died."""
+        crash = self._crash
+        lock = self._take_lock
+        try:
+            lock.acquire(0)
+        except posix_ipc.BusyError:
+            self._wait_lock(lock, None, 0)
+        if crash:
+            crash("ack.lock")
+        n = self._ack_push(lock)
+        lock.release()
+        if crash:
+            crash("ack.unlock")
+        if self._use_loans:
+            loans = self._loans
+            for _ in range(n):
+                loans.release()
+        if crash:
+            crash("ack.done")
+
+    @_hot_path
+    def _ack_push(self, lock):
+        """With take_lock held: push the record's slot numbers onto the free list and mark
+        it NONE; return how many (their ``loans`` tokens are the caller's to release)."""
+        w, e = self._w, self._e
+        crash = self._crash
+        n = w[e + E_INFLIGHT_N]
+        if not 1 <= n <= self.batch_max:
+            self._undo(lock, None, 0)
+            raise self._corrupt(f"an in-flight record holds {n} items")
+        cap, free, rec, fhead = self._nslots, self._free, self._rec, w[H_FREE_HEAD]
+        _copy_words(w, rec, 0, free, fhead % cap, cap, n)
+        w[H_FREE_HEAD] = fhead + n & WORD_MASK      # the slots are free from here on
+        if crash:
+            crash("ack.pushed")
+        w[e + E_INFLIGHT] = NONE
+        if crash:
+            crash("ack.cleared")
+        return n
+
+    def _take_tokens(self, max_items, deadline):
+        """Up to ``max_items`` tokens of ``fill`` (waiting for the first), each with a token
+        of ``loans`` when the in-flight limit can bind; returns how many. Everything is given
+        back if the wait ends otherwise."""
+        fill = self._fill
+        limit = max_items
+        if self._use_loans:
+            loans = self._loans
+            try:
+                loans.acquire(0)
+            except posix_ipc.BusyError:
+                self._wait_token(loans, deadline, BLOCKED_IN_FLIGHT, False)
+            limit = 1
+            try:
+                while limit < max_items:
+                    loans.acquire(0)
+                    limit += 1
+            except posix_ipc.BusyError:
+                pass
+        try:
+            try:
+                fill.acquire(0)
+            except posix_ipc.BusyError:
+                self._wait_token(fill, deadline, BLOCKED_EMPTY, False)
+        except BaseException:
+            if self._use_loans:
+                for _ in range(limit):
+                    loans.release()
+            raise
+        got = 1
+        try:
+            while got < limit:
+                fill.acquire(0)
+                got += 1
+        except posix_ipc.BusyError:
+            pass
+        if self._use_loans:
+            for _ in range(limit - got):
+                loans.release()
+        return got
+
+    @_hot_path
     def _take_run(self, max_items, deadline):
-        w, b, e = self._w, self._b, self._e
+        w, e = self._w, self._e
         crash = self._crash
         fill = self._fill
         w[e + E_PHASE] = GETTING
@@ -507,49 +741,56 @@ class Client(Waiting):
         state = w[H_STATE]
         if self._stop or state >= STOPPED or state < RUNNING:     # not running or draining
             self._refuse(False)
-        try:
-            fill.acquire(0)
-        except posix_ipc.BusyError:
-            self._wait_token(fill, deadline, BLOCKED_EMPTY, False)
-        got = 1
-        if max_items > 1:
+        combined = False
+        if w[e + E_INFLIGHT] == TAKEN:
+            # The previous take is acknowledged before any wait: in this take's lock section
+            # when an item is there at once and the in-flight limit cannot bind, else alone.
+            if not self._use_loans:
+                try:
+                    fill.acquire(0)
+                    combined = True
+                except posix_ipc.BusyError:
+                    pass
+            if not combined:
+                self._ack_section()
+        if combined:
+            got = 1
             try:
                 while got < max_items:
                     fill.acquire(0)
                     got += 1
             except posix_ipc.BusyError:
                 pass
+        else:
+            got = self._take_tokens(max_items, deadline)
         if crash:
             crash("get.fill")
         lock = self._take_lock
         try:
             lock.acquire(0)
         except posix_ipc.BusyError:
-            self._wait_lock(lock, fill, got)
+            try:
+                self._wait_lock(lock, fill, got)
+            except BaseException:
+                if self._use_loans:
+                    for _ in range(got):
+                        self._loans.release()
+                raise
         if crash:
             crash("get.lock")
+        if combined:
+            self._ack_push(lock)
         tail = w[H_TAIL]
         w[e + E_INFLIGHT_INDEX] = tail
         w[e + E_INFLIGHT_N] = got
         w[e + E_INFLIGHT] = PREPARED
         if crash:
             crash("get.prepared")
-        nslots, size, rec = self._nslots, self._slot_size, self._record
-        first = tail % nslots
-        if got == 1:
-            off = self._slots + first * size
-            n = min(SLOT_HEADER_SIZE + slot_length(w[off >> 3]), size)
-            b[rec:rec + n] = b[off:off + n]
-        else:
-            run = min(got, nslots - first)        # slots up to the end of the ring
-            off = self._slots + first * size
-            b[rec:rec + run * size] = b[off:off + run * size]
-            if run < got:
-                rest = (got - run) * size
-                b[rec + run * size:rec + run * size + rest] = b[self._slots:self._slots + rest]
+        cap, ring, rec = self._nslots, self._ring, self._rec
+        _copy_words(w, ring, tail % cap, rec, 0, cap, got)
         if crash:
             crash("get.copied")
-        w[H_TAIL] = tail + got         # commit: the items are safe in our record first
+        w[H_TAIL] = tail + got & WORD_MASK   # commit: the slot numbers are in our record first
         if crash:
             crash("get.commit")
         w[e + E_INFLIGHT] = TAKEN
@@ -558,19 +799,16 @@ class Client(Waiting):
         free = got
         debt = w[H_DEBT]
         if debt:
-            paid = min(debt, got)     # re-queued items in spare slots have no empty token
+            paid = min(debt, got)     # re-queued items beyond the capacity have no empty token
             w[H_DEBT] = debt - paid
             free -= paid
         lock.release()
         if crash:
             crash("get.unlock")
         empty = self._empty
-        if free == 1:
+        for _ in range(free):
             empty.release()
-        else:
-            for _ in range(free):
-                empty.release()
-        w[e + E_GETS] += got
+        w[e + E_GETS] = w[e + E_GETS] + got & WORD_MASK
         w[e + E_PHASE] = IDLE
         if crash:
             crash("get.done")
@@ -611,14 +849,41 @@ class Client(Waiting):
             w, e = self._w, self._e
             if w is None:
                 return
+            if self._view is not None:
+                self._view = None            # (a view still exported keeps the mapping)
+                self._fast, self._fast_saved = self._fast_saved, None
+            if ack and w[e + E_INFLIGHT] == TAKEN:
+                self._ack_on_close()
             w[e + E_PHASE] = IDLE
-            if ack or w[e + E_INFLIGHT] == NONE:
+            if w[e + E_INFLIGHT] != TAKEN:
                 w[e + E_INFLIGHT] = NONE
                 w[e + E_STATE] = FREE    # freed before the lease goes: never seen as dead
             else:
                 w[e + E_STATE] = RETURNED
             lease.unlock(self._seg.fd, lease.entry_byte(self.index))
             self._release()
+
+    def _ack_on_close(self):
+        """Acknowledge the record's slots as a get would, but without waiting on a recovery or
+        a stuck lock for long: if that cannot be done now, the record stays TAKEN and close
+        leaves the entry RETURNED, so the daemon re-queues its items (at-least-once) and
+        frees their slots."""
+        w, e = self._w, self._e
+        w[e + E_PHASE] = GETTING
+        fence_acquire()
+        fence_release()
+        if w[H_EPOCH] & 1 or w[H_STATE] == CORRUPT:
+            return
+        lock = self._take_lock
+        try:
+            lock.acquire(CLOSE_ACK_WAIT)
+        except (posix_ipc.BusyError, posix_ipc.SignalError):
+            return
+        lock.release()     # _ack_section takes it again: held for a moment, not waited on
+        try:
+            self._ack_section()
+        except (Park, Stopped, CorruptSegment):
+            pass
 
     def abandon(self):
         """Forget this client without touching shared memory: it belongs to the process

@@ -143,7 +143,7 @@ class Segment:
         self.floats = None     # the same memory as float64 words (rates)
         self.buf = None        # the same memory as bytes (slots, in-flight records, params)
         self.geometry = None
-        self.empty = self.fill = self.put_lock = self.take_lock = None
+        self.empty = self.fill = self.put_lock = self.take_lock = self.loans = None
         self._sems = []
         # True when no user but this one can have written the segment or its semaphores:
         # only then are pickled items unpickled without the caller's say-so.
@@ -221,13 +221,14 @@ class Segment:
 
     def _open_semaphores(self, trust):
         opened = {}
-        for which in ("empty", "fill", "mutex") + (("take",) if self.geometry.split_locks
-                                                   else ()):
+        for which in ("empty", "fill", "mutex", "loans") + (
+                ("take",) if self.geometry.split_locks else ()):
             sem, self.stats[which] = _open_semaphore(self.name, which, trust)
             self._sems.append(sem)
             opened[which] = sem
         self.empty, self.fill, self.put_lock = opened["empty"], opened["fill"], opened["mutex"]
         self.take_lock = opened.get("take", self.put_lock)
+        self.loans = opened["loans"]
 
     @classmethod
     def adopt(cls, name, mode):
@@ -296,6 +297,7 @@ class Segment:
                 seg.take_lock = seg._create_semaphore("take", 1, mode)
             else:
                 seg.take_lock = seg.put_lock
+            seg.loans = seg._create_semaphore("loans", geometry.in_flight, mode)
             return seg
         except BaseException:
             seg.unlink()
@@ -356,6 +358,7 @@ class Segment:
         pairs = [("empty", self.empty), ("fill", self.fill), ("mutex", self.put_lock)]
         if self.geometry.split_locks:
             pairs.append(("take", self.take_lock))
+        pairs.append(("loans", self.loans))
         return pairs
 
     # -- closing ----------------------------------------------------------------------------
@@ -391,7 +394,7 @@ def reserved_bytes(geometry):
     so the segment rounded up to a page (all reserved at creation), and a page for each
     semaphore file (``sizeof(sem_t)`` bytes, one page)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    semaphores = 4 if geometry.split_locks else 3
+    semaphores = 5 if geometry.split_locks else 4      # empty, fill, mutex, loans (+ take)
     return -(-geometry.total_size // page) * page + semaphores * page
 
 

@@ -78,7 +78,8 @@ class FifoStatus:
     taken: int
     requeued: int
     recoveries: int
-    debt: int
+    debt: int                 # items re-queued beyond the capacity (paid by the next takes)
+    in_flight: int            # items taken by consumers and not yet acknowledged
     daemon_pid: int
     daemon: str               # running, gone, recovering, draining, stopped
     blocker: int              # pid a recovery waits for, or a stopped lock holder; 0 if none
@@ -86,6 +87,7 @@ class FifoStatus:
     mode: int
     owner: int = -1           # uid owning the segment
     reserved: int = 0         # bytes of the segment, all reserved when it was created
+    in_flight_max: int = 0    # how many items may be in flight (the geometry's in_flight)
 
 
 def _client(entry):
@@ -144,7 +146,9 @@ def _read(seg):
         batch_max=g.batch_max, split_locks=g.split_locks, items=max(0, head - tail),
         semaphores=tuple(sems), puts=head - layout.BASE,
         taken=tail - layout.BASE + requeued, requeued=requeued,
-        recoveries=recoveries, debt=w[H_DEBT], daemon_pid=w[H_DAEMON_PID], daemon=daemon,
+        recoveries=recoveries, debt=w[H_DEBT], in_flight=sum(c.in_flight for c in clients),
+        in_flight_max=g.in_flight,
+        daemon_pid=w[H_DAEMON_PID], daemon=daemon,
         blocker=w[H_BLOCKER], clients=clients,
         mode=stat.S_IMODE(os.fstat(seg.fd).st_mode), owner=os.fstat(seg.fd).st_uid,
         reserved=g.total_size)
@@ -223,8 +227,12 @@ def format_status(st):
     sems = " ".join(f"{which}={value}" for which, value in st.semaphores)
     lines = [
         f"FIFO {st.name!r}  {daemon_text(st)}  {locks}",
-        f"  items       {st.items}/{st.capacity} (slots of {st.item_size} bytes, "
-        f"{st.max_clients} clients max, mode {st.mode:04o}{_owner(st)})",
+        f"  items       {st.items}/{st.capacity}" +
+        (f" +{st.in_flight} in flight" if st.in_flight else "") +
+        f" (slots of {st.item_size} bytes, {st.max_clients} clients max, mode "
+        f"{st.mode:04o}{_owner(st)})",
+        f"  memory      {size_text(st.reserved)} reserved: {st.capacity + st.in_flight_max} "
+        f"slots, for {st.capacity} queued and {st.in_flight_max} in flight at most",
         f"  semaphores  {sems}" + (f"  debt={st.debt}" if st.debt else ""),
         f"  totals      put {st.puts}, taken {st.taken}, re-queued {st.requeued}, "
         f"recoveries {st.recoveries}",
@@ -240,6 +248,14 @@ def format_status(st):
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(widths[i]) for i, v in enumerate(r)).rstrip())
     return "\n".join(lines)
+
+
+def size_text(n):
+    """Bytes for a person: 5.2 KiB, 8.0 MiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def _short(text, width=16):

@@ -75,10 +75,12 @@ class Entry:
         start = self.offset + PARAM_OFFSET
         self.seg.buf[start:start + PARAM_BYTES] = raw.ljust(PARAM_BYTES, b"\0")
 
-    @property
-    def record_offset(self):
-        """Byte offset of the in-flight record (batch_max slots)."""
-        return self.offset + INFLIGHT_OFFSET
+    def record_slots(self):
+        """The slot numbers in the in-flight record (INFLIGHT_N of them, at most batch_max:
+        a bad count is record_problem's to report)."""
+        first = (self.offset + INFLIGHT_OFFSET) // 8
+        n = min(self.inflight_n, self.seg.geometry.batch_max)
+        return [self.seg.words[first + k] for k in range(n)]
 
     @property
     def role_name(self):

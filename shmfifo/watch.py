@@ -171,7 +171,8 @@ def render(st, measured, *, width=80, height=24, footer=(), keys_hint=True, unic
         lines.append([(f"the daemon is gone; restart it with: shmfifo fifo --name {st.name}",
                        _RED)])
 
-    items = f"  {st.items}/{st.capacity} items" + (f" (+{st.debt} re-queued)" if st.debt else "")
+    items = f"  {st.items}/{st.capacity} items" + (f" (+{st.in_flight} in flight)"
+                                                  if st.in_flight else "")
     bar_width = max(10, min(64, width - len(items) - 2))
     level = min(1.0, st.items / st.capacity) if st.capacity else 0.0
     filled = round(level * bar_width)

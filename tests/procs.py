@@ -245,6 +245,8 @@ def assert_consistent(st, expected_items=None):
     sems = st["semaphores"]
     assert sems["fill"] == st["items"], st
     assert sems["empty"] == max(0, st["capacity"] - st["items"]), st
+    if st["in_flight_max"] < st["max_clients"] * st["batch_max"]:     # the limit can bind
+        assert sems["loans"] == st["in_flight_max"] - st["in_flight"], st
     assert sems["mutex"] == 1, st
     if "take" in sems:
         assert sems["take"] == 1, st

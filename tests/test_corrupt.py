@@ -136,8 +136,10 @@ def test_an_odd_epoch_with_no_recovery_does_not_park_clients_for_ever(procs, fif
     no_traceback(daemon, producer, consumer)
 
 
-def _slot_offset(g, index):
-    return g.slots_offset + index % g.nslots * g.slot_size
+def _slot_offset(seg, position):
+    """Where the item at ring position ``position`` lies: the pool slot the ring names."""
+    g = seg.geometry
+    return g.slot_offset(seg.words[g.ring_offset // 8 + position % g.nslots])
 
 
 # (the first header word: length and tag; a payload to write after the header, or None)
@@ -155,10 +157,9 @@ def test_a_corrupt_item_is_reported_and_skipped(procs, fifo_name, env, bad):
     assert procs.spawn("producer", "--fifo", fifo_name, "item=ok", "count=3",
                        "rate=max").wait() == 0
     seg = Segment.open(fifo_name, semaphores=False)
-    g, tail = seg.geometry, seg.words[H_TAIL]
+    slot = _slot_offset(seg, seg.words[H_TAIL] + 1)
     seg.close()
     first_word, payload = BAD_ITEMS[bad]
-    slot = _slot_offset(g, tail + 1)
     scribble(fifo_name, offset=slot, data=first_word)
     if payload is not None:
         scribble(fifo_name, offset=slot + layout.SLOT_HEADER_SIZE, data=payload)
@@ -178,9 +179,8 @@ def test_the_library_raises_corrupt_item_and_goes_on(fifo_name):
     with shmfifo.serve(fifo_name, capacity=8, item_size=16):
         with shmfifo.attach(fifo_name) as q:
             q.put_many([b"a", b"b", b"c"])
-            g = q.geometry
-            tail = q._client()._seg.words[H_TAIL]
-            scribble(fifo_name, offset=_slot_offset(g, tail + 1),
+            seg = q._client()._seg
+            scribble(fifo_name, offset=_slot_offset(seg, seg.words[H_TAIL] + 1),
                      data=struct.pack("<IH", 0xFFFFFFFF, layout.TAG_BYTES))
             assert q.get() == b"a"
             with pytest.raises(shmfifo.CorruptItem, match="length word") as error:
@@ -203,15 +203,19 @@ n = 0
 while time.monotonic() < end:
     kind = rng.random()
     if kind < 0.7:                      # a slot: header words or payload
-        off = g.slots_offset + rng.randrange(g.nslots) * g.slot_size + rng.randrange(0, 40, 8)
+        off = g.slot_offset(rng.randrange(g.nslots)) + rng.randrange(0, 40, 8)
         seg.words[off // 8] = rng.choice(values + [rng.getrandbits(64)])
+    elif kind < 0.75:                   # a slot number in the ring or the free list
+        first = rng.choice([g.ring_offset, g.free_offset]) // 8
+        seg.words[first + rng.randrange(g.nslots)] = rng.choice(values + [rng.getrandbits(64)])
     elif kind < 0.85:                   # an entry word
         i = rng.randrange(g.max_clients)
         seg.words[g.entry_offset(i) // 8 + rng.randrange(layout.ENTRY_WORDS)] = \
             rng.choice(values + [rng.getrandbits(64)])
     else:                               # a header word (not the geometry: that is checked
-        word = rng.choice([layout.H_HEAD, layout.H_TAIL, layout.H_DEBT, layout.H_EPOCH,
-                           layout.H_STATE, layout.H_JOURNAL_ENTRY, layout.H_JOURNAL_TAIL])
+        word = rng.choice([layout.H_HEAD, layout.H_TAIL, layout.H_FREE_HEAD,
+                           layout.H_FREE_TAIL, layout.H_EPOCH, layout.H_STATE,
+                           layout.H_JOURNAL_ENTRY, layout.H_JOURNAL_TAIL])
         seg.words[word] = rng.choice(values + [rng.getrandbits(64)])   # at attach only)
     n += 1
     time.sleep(rng.uniform(0.001, 0.02))

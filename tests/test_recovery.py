@@ -10,7 +10,8 @@ import posix_ipc
 import pytest
 
 from shmfifo import names
-from procs import WAIT, assert_consistent, drain, holder_code, records, status_of as status, wait_until
+from procs import (WAIT, assert_consistent, drain, holder_code, records, status_of as status,
+                   wait_until)
 
 
 def shmfifo(*args):
@@ -301,9 +302,11 @@ def test_permissions_owner_only_by_default_and_group_on_request(procs, fifo_name
         assert d.wait() == 0
 
 
-def test_requeue_onto_a_full_ring_uses_a_spare_slot_and_debt(procs, fifo_name, tmp_path):
-    """A consumer dies holding an item after its slot was refilled: the re-queue makes the
-    ring hold capacity + 1 items (in a spare slot), and `debt` stands for the missing token."""
+def test_requeue_onto_a_full_ring_goes_beyond_the_capacity_with_debt(procs, fifo_name,
+                                                                     tmp_path):
+    """A consumer dies holding an item after the room it left in the queue was filled again:
+    the re-queue makes the ring hold capacity + 1 items (the item kept its own slot, one of
+    the in-flight ones), and `debt` stands for the missing `empty` token."""
     daemon = procs.daemon(fifo_name, "--size", "4")
     assert procs.spawn("producer", "--fifo", fifo_name, "item=p", "rate=max",
                        "count=4").wait() == 0
@@ -313,7 +316,7 @@ def test_requeue_onto_a_full_ring_uses_a_spare_slot_and_debt(procs, fifo_name, t
     assert procs.spawn("producer", "--fifo", fifo_name, "item=q", "rate=max",
                        "count=1").wait() == 0        # the freed slot is filled again
     st = status(fifo_name)
-    assert st["items"] == 4 and st["semaphores"]["empty"] == 0
+    assert st["items"] == 4 and st["semaphores"]["empty"] == 0 and st["in_flight"] == 1
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     daemon.wait_for(r"recovery \d+ done")

@@ -168,7 +168,7 @@ def test_a_crowded_frame_fits_80_by_24():
     st = status.FifoStatus(
         name="n" * 60, capacity=16, item_size=128, max_clients=64, batch_max=16,
         split_locks=False, items=20, semaphores=(), puts=10 ** 9, taken=10 ** 9 - 20,
-        requeued=3, recoveries=2, debt=4, daemon_pid=99999, daemon="recovering",
+        requeued=3, recoveries=2, debt=0, in_flight=4, daemon_pid=99999, daemon="recovering",
         blocker=100003, clients=clients, mode=0o600)
     for unicode in (True, False):
         frame = watch.render(st, None, width=80, height=24, footer=["x" * 100],
@@ -177,6 +177,6 @@ def test_a_crowded_frame_fits_80_by_24():
         lines = text.splitlines()
         assert len(lines) <= 24 and all(len(line) <= 79 for line in lines), text
         assert re.search(r"and \d+ more clients", text), text
-        assert "20/16 items (+4 re-queued)" in text
+        assert "20/16 items (+4 in flight)" in text
         assert "\x00" not in text and "q or Ctrl-C: quit" in lines[-1]
         assert ("█" in text) == unicode

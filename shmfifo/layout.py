@@ -30,7 +30,8 @@ A segment is a header, a table of client entries and a ring of slots::
       in-flight record at byte 192: BATCH_MAX slots, a private copy of what was taken
 
     slot: SLOT_HEADER (length u32, type tag u16, pad, producer pid u64, seq u64,
-          put time u64 monotonic ns), then the payload, ITEM_SIZE bytes at most.
+          put time u64 monotonic ns), then the payload, ITEM_SIZE bytes at most, encoded
+          as its type tag says (items.py declares the payload headers).
 
 Every word that another process reads while it may change is an aligned u64 read and written
 through ``memoryview(mm).cast('Q')``, never with ``struct.pack_into`` (which zeroes the bytes
@@ -114,8 +115,9 @@ def slot_tag(word0):
     """The type tag in a slot header's first word."""
     return word0 >> TAG_SHIFT & 0xFFFF
 
-# item type tags
+# item type tags: what a slot's payload is (items.py says how each is encoded)
 TAG_BYTES, TAG_STR, TAG_INT, TAG_PICKLE = 1, 2, 3, 4
+TAG_BYTEARRAY, TAG_MEMORYVIEW, TAG_ARRAY, TAG_NDARRAY, TAG_PICKLE5 = 5, 6, 7, 8, 9
 
 # Limits that keep a corrupt header from making us map or index absurd sizes.
 MAX_CAPACITY = 1 << 20

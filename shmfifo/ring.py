@@ -60,14 +60,15 @@ import time
 import posix_ipc
 
 from . import crashpoints, layout, lease, names, table
-from .errors import (CorruptItem, Empty, FifoClosed, Full, HandleClosed, ItemTooLarge, Stopped,
-                     UntrustedItem, UsageError)
-from .items import TYPE_NAMES, decode, encode
+from .errors import (CorruptItem, Empty, FifoClosed, Full, HandleClosed, ItemNotDecoded,
+                     ItemTooLarge, NumpyNotInstalled, Stopped, UntrustedItem, UsageError)
+from .items import (PICKLE_TAGS, TYPE_NAMES, NeedsNumpy, decode, encode, payload_length,
+                    write_payload)
 from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, E_GETS, E_INFLIGHT,
                      E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
                      RETURNED, GETTING, H_DEBT, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, NONE,
                      PREPARED, PUTTING, RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER,
-                     SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_PICKLE, TAG_SHIFT, TAG_STR, TAKEN,
+                     SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN,
                      slot_length, slot_tag)
 from .waiting import Park, Waiting, fence_acquire, fence_release
 
@@ -185,8 +186,9 @@ class Client(Waiting):
 
     def _encode(self, item):
         tag, payload = encode(item)
-        if len(payload) > self.item_size:
-            raise ItemTooLarge(len(payload), self.item_size, self.name)
+        n = payload_length(payload)
+        if n > self.item_size:
+            raise ItemTooLarge(n, self.item_size, self.name)
         return tag, payload
 
     def _enter(self):
@@ -207,8 +209,9 @@ class Client(Waiting):
         self._enter()
         try:
             record = (TAG_BYTES, item) if type(item) is bytes else encode(item)
-            if len(record[1]) > self.item_size:
-                raise ItemTooLarge(len(record[1]), self.item_size, self.name)
+            n = payload_length(record[1])
+            if n > self.item_size:
+                raise ItemTooLarge(n, self.item_size, self.name)
             deadline = None if block and timeout is None else self._deadline(block, timeout)
             try:
                 self._put_run((record,), 0, deadline)      # the common case: one frame less
@@ -245,8 +248,9 @@ class Client(Waiting):
             records = list(map(encode, items[done:] if done else items))
             limit = self.item_size
             for _, payload in records:
-                if len(payload) > limit:    # refused before any item of the batch is put
-                    raise ItemTooLarge(len(payload), limit, self.name)
+                n = payload_length(payload)
+                if n > limit:               # refused before any item of the batch is put
+                    raise ItemTooLarge(n, limit, self.name)
             try:
                 self._put_records(records, self._deadline(block, timeout))
             except (Full, Stopped, FifoClosed) as error:
@@ -324,9 +328,12 @@ class Client(Waiting):
         end = slots + nslots * size
         for tag, payload in records[start:start + got]:
             seq += 1
-            n = len(payload)
+            if type(payload) is tuple:     # parts: a header, then the item's own memory
+                n = write_payload(b, off + SLOT_HEADER_SIZE, payload)
+            else:
+                n = len(payload)
+                b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
             pack(b, off, n, tag, pid, seq, now)
-            b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
             off += size
             if off == end:
                 off = slots
@@ -412,7 +419,8 @@ class Client(Waiting):
                 if tag == TAG_BYTES and length <= limit:
                     items.append(mm[start:start + length])   # one copy, straight to bytes
                 else:
-                    payload = bytes(b[start:start + min(length, limit)])
+                    # a bytearray: the one copy, which the decoded item keeps (items.decode)
+                    payload = bytearray(b[start:start + min(length, limit)])
                     items.append((tag, payload, length, producer, seq))
             return self._decode_batch(items)
         finally:
@@ -441,7 +449,7 @@ class Client(Waiting):
             try:
                 item = self._item(tag, b[start:start + min(n, self.item_size)], n, producer,
                                   seq)
-            except (UntrustedItem, CorruptItem) as error:
+            except ItemNotDecoded as error:
                 error.put_ns = put_ns
                 raise
         if with_meta:
@@ -451,15 +459,18 @@ class Client(Waiting):
     def _item(self, tag, payload, length, producer, seq):
         """An item from its slot's words and payload (``length`` is what the header says;
         ``payload`` never extends past the slot): decoded, or CorruptItem for words no put
-        writes or bytes that do not decode, or UntrustedItem for a pickle that other users
-        could have written."""
+        writes or bytes that do not decode, UntrustedItem for a pickle that other users
+        could have written, or NumpyNotInstalled."""
         if length > self.item_size:
             raise CorruptItem(self.name, f"its length word says {length} bytes, more than the "
                                          f"{self.item_size} of a slot", producer, seq)
-        if tag == TAG_PICKLE and not self._pickles_ok:
+        if tag in PICKLE_TAGS and not self._pickles_ok:
             raise UntrustedItem(self.name, bytes(payload), producer, seq)
         try:
             return decode(tag, payload)
+        except NeedsNumpy as missing:
+            raise NumpyNotInstalled(self.name, bytes(payload), *missing.fields, producer,
+                                    seq) from None
         except Exception as error:        # a bad tag, bad UTF-8, a pickle that fails
             kind = TYPE_NAMES.get(tag, f"type tag {tag}")
             raise CorruptItem(self.name, f"its {kind} payload does not decode ({error})",
@@ -467,15 +478,15 @@ class Client(Waiting):
 
     def _decode_batch(self, items):
         """Items of a batch, decoding the raw tuples (see _item). A bad or refused item does
-        not lose the rest: the CorruptItem or UntrustedItem raised for the first one carries
-        them all as ``items``, each bad one as the error it raised."""
+        not lose the rest: the ItemNotDecoded raised for the first one carries them all as
+        ``items``, each bad one as the error it raised."""
         out = []
         first = None
         for x in items:
             if type(x) is tuple:
                 try:
                     x = self._item(*x)
-                except (UntrustedItem, CorruptItem) as error:
+                except ItemNotDecoded as error:
                     first = first or error
                     x = error
             out.append(x)

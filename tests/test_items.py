@@ -9,20 +9,20 @@ The round trips run a daemon process and a producer and a consumer process
 import array
 import base64
 import os
-import struct
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import shmfifo
-from item_values import same, values
 from procs import REPO, WAIT, records
 from shmfifo import items, layout
 from shmfifo.items import ARRAY_HEADER, LENGTH, decode, encode
 from shmfifo.layout import TAG_NDARRAY, TAG_PICKLE, TAG_PICKLE5
 from shmfifo.sizes import parse_size
+
+np = pytest.importorskip("numpy", reason="numpy is in the test extra: bin/setup test")
+from item_values import same, values               # noqa: E402  (it needs numpy)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATHS = {"c": {"SHMFIFO_PURE": "0"}, "pure": {"SHMFIFO_PURE": "1"}}

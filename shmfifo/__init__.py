@@ -11,9 +11,9 @@ The lab's exported symbols, as a Python API::
 
 from .daemon import FifoDaemon, StopReport, serve
 from .errors import (BadName, CorruptSegment, DaemonNotRunning, Empty, FifoClosed, FifoExists,
-                     FifoNotFound, ForeignFifo, Full, HandleClosed, ItemTooLarge, NoFreeEntry,
-                     NoSpace, ShmfifoError, Stopped, UntrustedItem, UsageError, CorruptItem,
-                     ViewInUse)
+                     FifoNotFound, ForeignFifo, Full, HandleClosed, ItemNotDecoded, ItemTooLarge,
+                     NoFreeEntry, NoSpace, NumpyNotInstalled, ShmfifoError, Stopped,
+                     UntrustedItem, UsageError, CorruptItem, ViewInUse)
 from .names import DEFAULT_NAME
 from .handle import Fifo, attach
 from .ring import Message, accelerator
@@ -22,5 +22,6 @@ __all__ = ["attach", "serve", "accelerator", "Fifo", "FifoDaemon", "Message", "S
            "DEFAULT_NAME", "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound",
            "DaemonNotRunning", "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed",
            "Stopped", "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace",
-           "UntrustedItem", "CorruptItem", "ViewInUse"]
+           "ItemNotDecoded", "UntrustedItem", "CorruptItem", "NumpyNotInstalled",
+           "ViewInUse"]
 __version__ = "0.1.0"  # the only copy: pyproject.toml reads it (tool.setuptools.dynamic)

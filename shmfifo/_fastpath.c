@@ -498,7 +498,11 @@ static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
     Py_ssize_t readable = (Py_ssize_t)(length < (uint64_t)(self->slot_size - self->header)
                                        ? length : (uint64_t)(self->slot_size - self->header));
     *raw = 1;
-    return Py_BuildValue("(Ky#KKK)", (unsigned long long)tag, slot + self->header, readable,
+    /* a bytearray: the one copy of the get side, which decoding keeps (items.py) */
+    PyObject *payload = PyByteArray_FromStringAndSize(slot + self->header, readable);
+    if (payload == NULL)
+        return NULL;
+    return Py_BuildValue("(KNKKK)", (unsigned long long)tag, payload,
                          (unsigned long long)length,
                          (unsigned long long)hdr[self->producer_word],
                          (unsigned long long)hdr[self->seq_word]);

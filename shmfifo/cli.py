@@ -26,6 +26,7 @@ from .errors import (CorruptSegment, FifoExists, FifoNotFound, ItemTooLarge, Shm
                      UsageError)
 from .pacing import parse_rate
 from .pipes import RecordTooLong
+from .sizes import parse_size
 from .ring import accelerator
 
 __all__ = ["main", "run", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_FOUND"]
@@ -69,6 +70,15 @@ def _positive_int(arg):
             raise argparse.ArgumentTypeError(
                 f"--{arg}: {text!r} is not allowed; use a whole number of 1 or more")
         return value
+    return parse
+
+
+def _size(arg):
+    def parse(text):
+        try:
+            return parse_size(text, f"--{arg}")
+        except UsageError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return parse
 
 
@@ -157,8 +167,9 @@ def build_parser():
                    help=f"FIFO name (default: {names.DEFAULT_NAME})")
     p.add_argument("--size", type=_positive_int("size"), default=None,
                    help="capacity in items (default: 32)")
-    p.add_argument("--item-size", type=_positive_int("item-size"), default=None,
-                   help="largest item in bytes, after encoding (default: 128)")
+    p.add_argument("--item-size", type=_size("item-size"), default=None,
+                   help="largest item in bytes, after encoding; K, M, G: powers of 1024, as "
+                        "in 64K or 1M (default: 128)")
     p.add_argument("--max-clients", type=_positive_int("max-clients"), default=None,
                    help="most producers and consumers attached at once (default: 32)")
     p.add_argument("--batch", type=_positive_int("batch"), default=None,
@@ -302,8 +313,8 @@ def build_parser():
     p.add_argument("--size", type=_positive_int("size"), default=None,
                    help="check for room for a FIFO of this capacity (default: 32, as "
                         "shmfifo fifo)")
-    p.add_argument("--item-size", type=_positive_int("item-size"), default=None,
-                   help="... and this item size in bytes (default: 128)")
+    p.add_argument("--item-size", type=_size("item-size"), default=None,
+                   help="... and this item size in bytes, or with K, M or G (default: 128)")
     p.add_argument("--max-clients", type=_positive_int("max-clients"), default=None,
                    help="... and this many clients (default: 32)")
     p.add_argument("--json", action="store_true",

@@ -9,8 +9,9 @@ Three forms of output:
 * lines for a person (the default): non-printable characters always shown escaped, never
   sent raw to the terminal;
 * ``--json``: one object per item, ``{"item": ..., "type": ..., "producer": ..., "seq":
-  ..., "latency_us": ...}``; a bytes item is base64 with ``"encoding": "base64"``, so any
-  bytes survive;
+  ..., "latency_us": ...}``; the bytes of a bytes, bytearray, memoryview, array or numpy
+  array item are base64 with ``"encoding": "base64"``, so any bytes survive, and what they
+  hold is said beside them (see ``json_record``);
 * ``--raw``: each item's bytes (a str as UTF-8) and a newline (a NUL with ``-0``), nothing
   else: the other end of ``producer --stdin`` (pipes.py).
 
@@ -19,13 +20,14 @@ whose line was already written (at-least-once) but never lose one. When the outp
 (``| head``), what was taken and not written is given back to the FIFO.
 """
 
+import array
 import base64
 import json
 import sys
 import time
 
 from . import crashpoints, layout
-from .errors import CorruptItem, UntrustedItem
+from .errors import CorruptItem, ItemNotDecoded, NumpyNotInstalled, UntrustedItem
 from .handle import attach
 from .pipes import NEWLINE, bytes_of
 from .ring import Message
@@ -54,20 +56,60 @@ class Refused:
         return f"<pickled object of {self.size} bytes, not unpickled>"
 
 
+class Undecoded:
+    """A numpy array taken where numpy is not installed (NumpyNotInstalled), as the consumer
+    shows it: its dtype, shape, order and raw data."""
+
+    def __init__(self, error):
+        self.dtype, self.shape, self.order = error.dtype, error.shape, error.order
+        self.data = bytes(error.data)
+
+    def __repr__(self):
+        return (f"<numpy array, dtype {self.dtype!r}, shape {self.shape}, not decoded: numpy "
+                f"is not installed>")
+
+
 def format_item(item):
     """An item as shown on a terminal: repr for strings and bytes, escaped if non-printable."""
     return _printable(repr(item))
 
 
+def _binary(item):
+    """(type, data, what the data holds) of an item that is bytes underneath, or None.
+
+    bytes, bytearray: their bytes. memoryview: its bytes in C order, with its ``format``
+    (struct syntax) and ``shape``. array.array: its bytes, with its ``typecode``. A numpy
+    array of a plain dtype: its data in C order, with ``dtype`` (``dtype.str``: byte order,
+    kind, size, such as "<f8"), ``shape`` and ``order`` "C" (an array taken where numpy is
+    not installed: its data as it came, in the order it says, "C" or "F")."""
+    if isinstance(item, (bytes, bytearray)):
+        return type(item).__name__, item, {}
+    if isinstance(item, memoryview):
+        return "memoryview", item.tobytes(), {"format": item.format, "shape": list(item.shape)}
+    if isinstance(item, array.array):
+        return "array", item.tobytes(), {"typecode": item.typecode}
+    if isinstance(item, Undecoded):
+        return "ndarray", item.data, {"dtype": item.dtype, "shape": list(item.shape),
+                                      "order": item.order}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(item, numpy.ndarray) and not item.dtype.hasobject \
+            and item.dtype.fields is None:
+        return "ndarray", item.tobytes(), {"dtype": item.dtype.str, "shape": list(item.shape),
+                                           "order": "C"}
+    return None
+
+
 def json_record(message, now_ns):
-    """The --json line of a message. Exact for str, bytes (base64), int and float items."""
+    """The --json line of a message. Exact for str, int and float items, and for the bytes
+    of bytes-like and array items (base64, see _binary)."""
     item = message.item
     record = {}
     if isinstance(item, (str, int, float)) and not isinstance(item, bool):
         value, kind = item, type(item).__name__
-    elif isinstance(item, (bytes, bytearray)):
-        value, kind = base64.b64encode(item).decode("ascii"), type(item).__name__
-        record["encoding"] = "base64"
+    elif (binary := _binary(item)) is not None:
+        kind, data, holds = binary
+        value = base64.b64encode(data).decode("ascii")
+        record = {"encoding": "base64", **holds}
     elif isinstance(item, Refused):
         value, kind = None, "refused"
     else:
@@ -167,13 +209,14 @@ def run_consumer(fifo_name, rate, *, count=None, form=TEXT, separator=NEWLINE, l
 
 def _take(fifo, n, output, raw):
     """One message for the text forms; up to ``n`` items, in one take, for raw output. A
-    refused pickle is shown as Refused in the text forms and left out of raw output; a
-    corrupt item is reported and skipped (it was taken: the next get acknowledges it)."""
+    refused pickle is shown as Refused in the text forms and left out of raw output; so is
+    a numpy array where numpy is missing (as Undecoded, its data intact); a corrupt item is
+    reported and skipped (it was taken: the next get acknowledges it)."""
     try:
         if not raw:
             return [fifo.get_message()]
         return fifo.get_many(n)
-    except (UntrustedItem, CorruptItem) as error:
+    except ItemNotDecoded as error:
         taken = getattr(error, "items", None) or [error]
     messages = []
     for x in taken:
@@ -182,6 +225,10 @@ def _take(fifo, n, output, raw):
             output.warn_once("untrusted", str(x))
             if not raw:
                 messages.append(Message(Refused(len(x.payload)), x.producer, x.seq, x.put_ns))
+        elif isinstance(x, NumpyNotInstalled):
+            output.warn_once("numpy", str(x))
+            if not raw:
+                messages.append(Message(Undecoded(x), x.producer, x.seq, x.put_ns))
         elif isinstance(x, CorruptItem):
             output.log.warning("%s", x)
         else:

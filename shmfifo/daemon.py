@@ -37,6 +37,7 @@ from .recovery import (Corrupt, Recovery, dead_entries, init_free_list, process_
 from .status import rate_text
 from .table import Entry, process_start_ms
 from .segment import Segment
+from .sizes import parse_size
 
 __all__ = ["FifoDaemon", "StopReport", "serve", "DEFAULTS", "forked", "geometry_for"]
 
@@ -72,7 +73,8 @@ class FifoDaemon:
     The FIFO (None: the default, or when adopting, what the existing FIFO has):
 
     capacity: items it holds (default 32; ``shmfifo fifo --size``).
-    item_size: the largest item in bytes, after encoding (default 128).
+    item_size: the largest item in bytes, after encoding (default 128): a number, or a string
+        with a suffix K, M or G (powers of 1024) such as "64K" or "1M".
     max_clients: producers and consumers attached at once (default 32).
     batch_max: the largest ``get_many`` batch (default the capacity, at most 64).
     split_locks: separate put and take locks instead of the lab's single mutex.
@@ -98,7 +100,7 @@ class FifoDaemon:
     """
 
     def __init__(self, name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
-                 item_size: int | None = None, max_clients: int | None = None,
+                 item_size: int | str | None = None, max_clients: int | None = None,
                  batch_max: int | None = None, split_locks: bool | None = None,
                  in_flight: int | None = None,
                  mode: int = 0o600, keep: bool = False, drain_timeout: float = 5.0,
@@ -107,6 +109,8 @@ class FifoDaemon:
                  log: logging.Logger | None = None,
                  notify: Notifier | None = None) -> None:
         self.name = names.validate(name)
+        if item_size is not None:
+            item_size = parse_size(item_size)
         self._requested: dict = {"capacity": capacity, "item_size": item_size,
                                  "max_clients": max_clients, "batch_max": batch_max,
                                  "split_locks": split_locks, "in_flight": in_flight}
@@ -511,13 +515,15 @@ class FifoDaemon:
             self.seg = None
 
 
-def geometry_for(capacity: int | None = None, item_size: int | None = None,
+def geometry_for(capacity: int | None = None, item_size: int | str | None = None,
                  max_clients: int | None = None, batch_max: int | None = None,
                  split_locks: bool | None = None,
                  in_flight: int | None = None) -> layout.Geometry:
     """The geometry a daemon creates for these options (None: the default), or UsageError
     naming the first one out of range. ``shmfifo doctor`` sizes /dev/shm with it."""
     capacity = capacity if capacity is not None else DEFAULTS["capacity"]
+    if item_size is not None:
+        item_size = parse_size(item_size)
     item_size = item_size if item_size is not None else DEFAULTS["item_size"]
     max_clients = max_clients if max_clients is not None else DEFAULTS["max_clients"]
     if batch_max is None:
@@ -552,7 +558,7 @@ def forked():
 
 @contextlib.contextmanager
 def serve(name: str = names.DEFAULT_NAME, *, capacity: int | None = None,
-          item_size: int | None = None, max_clients: int | None = None,
+          item_size: int | str | None = None, max_clients: int | None = None,
           batch_max: int | None = None, split_locks: bool | None = None,
           in_flight: int | None = None, mode: int = 0o600,
           keep: bool = False, drain_timeout: float = 5.0, detach_timeout: float = 3.0,

@@ -64,7 +64,7 @@ class Check:
     fix: str = ""
 
 
-def run_checks(capacity: int | None = None, item_size: int | None = None,
+def run_checks(capacity: int | None = None, item_size: int | str | None = None,
                max_clients: int | None = None) -> list[Check]:
     """Every check, in the order printed, for a FIFO of these options (None: the daemon's
     default). An option out of range raises UsageError, as the daemon would."""

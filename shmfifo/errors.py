@@ -12,8 +12,9 @@ import queue
 __all__ = [
     "ShmfifoError", "UsageError", "BadName", "ItemTooLarge", "FifoNotFound", "DaemonNotRunning",
     "FifoExists", "CorruptSegment", "FifoClosed", "HandleClosed", "ViewInUse", "Stopped",
-    "NoFreeEntry", "Full", "Empty", "ForeignFifo", "NoSpace", "UntrustedItem", "CorruptItem",
-    "MissingExtra", "CannotListen",
+    "NoFreeEntry",
+    "Full", "Empty", "ForeignFifo", "NoSpace", "ItemNotDecoded", "UntrustedItem", "CorruptItem",
+    "NumpyNotInstalled", "MissingExtra", "CannotListen",
 ]
 
 
@@ -135,11 +136,19 @@ def _origin(producer, seq):
     return f" from producer {producer} (seq {seq})" if producer else ""
 
 
-class UntrustedItem(ShmfifoError):
+class ItemNotDecoded(ShmfifoError):
+    """An item was taken but is not handed over as an object; the subclass says why
+    (:class:`UntrustedItem`, :class:`CorruptItem`, :class:`NumpyNotInstalled`). The next get
+    goes on, and acknowledges it. Raised by get_many, ``items`` holds the whole batch, each
+    item that was not decoded as its error."""
+
+    items: list
+    put_ns: int | None
+
+
+class UntrustedItem(ItemNotDecoded):
     """A pickled item in a FIFO that other users can write: not unpickled (unpickling runs
     code of the writer's choosing). The item was taken; ``payload`` holds its bytes."""
-
-    items: list     # raised by get_many: the whole batch, each bad item as its error
 
     def __init__(self, name: str, payload: bytes, producer: int | None = None,
                  seq: int | None = None, put_ns: int | None = None) -> None:
@@ -155,11 +164,9 @@ class UntrustedItem(ShmfifoError):
             f"them)")
 
 
-class CorruptItem(ShmfifoError):
+class CorruptItem(ItemNotDecoded):
     """One item whose words no put writes (a length beyond the item size, an unknown type
     tag) or whose bytes do not decode. It was taken, and is skipped: the next get goes on."""
-
-    items: list     # raised by get_many: the whole batch, each bad item as its error
 
     def __init__(self, name: str, reason: str, producer: int | None = None,
                  seq: int | None = None) -> None:
@@ -170,6 +177,31 @@ class CorruptItem(ShmfifoError):
         self.put_ns: int | None = None
         super().__init__(f"skipped a corrupt item{_origin(producer, seq)} of FIFO {name!r}: "
                          f"{reason}")
+
+
+class NumpyNotInstalled(ItemNotDecoded):
+    """A numpy array taken by a process where numpy is not installed. Nothing is lost:
+    ``payload`` holds the item's bytes, ``dtype`` (a ``dtype.str`` such as '<f8'),
+    ``shape`` and ``order`` ('C', or 'F' for Fortran) describe it, and ``data`` is its raw
+    data (``numpy.frombuffer(e.data, e.dtype).reshape(e.shape, order=e.order)`` rebuilds
+    it where numpy is installed)."""
+
+    def __init__(self, name: str, payload: bytes, dtype: str, shape: tuple, order: str,
+                 offset: int, producer: int | None = None, seq: int | None = None,
+                 put_ns: int | None = None) -> None:
+        self.name = name
+        self.payload = payload
+        self.dtype = dtype
+        self.shape = shape
+        self.order = order
+        self.data = memoryview(payload)[offset:]
+        self.producer = producer
+        self.seq = seq
+        self.put_ns = put_ns
+        super().__init__(
+            f"item{_origin(producer, seq)} of FIFO {name!r} is a numpy array (dtype {dtype!r}, "
+            f"shape {shape}) and numpy is not installed here: not decoded (pip install numpy; "
+            f"the error holds its bytes as data, with dtype, shape and order)")
 
 
 class FifoClosed(ShmfifoError):

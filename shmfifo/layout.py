@@ -46,7 +46,7 @@ taken and not yet acknowledged (the ``loans`` semaphore counts what is left of t
 
     slot (SLOT_SIZE bytes, a multiple of 64): SLOT_HEADER (length u32, type tag u16, pad,
           producer pid u64, seq u64, put time u64 monotonic ns), then the payload, ITEM_SIZE
-          bytes at most.
+          bytes at most, encoded as its type tag says (items.py declares the payload headers).
 
 Every word that another process reads while it may change is an aligned u64 read and written
 through ``memoryview(mm).cast('Q')``, never with ``struct.pack_into`` (which zeroes the bytes
@@ -132,8 +132,9 @@ def slot_tag(word0):
     """The type tag in a slot header's first word."""
     return word0 >> TAG_SHIFT & 0xFFFF
 
-# item type tags
+# item type tags: what a slot's payload is (items.py says how each is encoded)
 TAG_BYTES, TAG_STR, TAG_INT, TAG_PICKLE = 1, 2, 3, 4
+TAG_BYTEARRAY, TAG_MEMORYVIEW, TAG_ARRAY, TAG_NDARRAY, TAG_PICKLE5 = 5, 6, 7, 8, 9
 
 # Limits that keep a corrupt header from making us map or index absurd sizes. An item's
 # length is a u32 in its slot header; 2 GiB keeps every size a positive Py_ssize_t in C.

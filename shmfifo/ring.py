@@ -83,14 +83,16 @@ import posix_ipc
 
 from . import crashpoints, layout, lease, names, table
 from .errors import (CorruptItem, CorruptSegment, Empty, FifoClosed, Full, HandleClosed,
-                     ItemTooLarge, Stopped, UntrustedItem, UsageError, ViewInUse)
-from .items import TYPE_NAMES, decode, encode
+                     ItemNotDecoded, ItemTooLarge, NumpyNotInstalled, Stopped, UntrustedItem,
+                     UsageError, ViewInUse)
+from .items import (PICKLE_TAGS, TYPE_NAMES, NeedsNumpy, decode, encode, payload_length,
+                    write_payload)
 from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, BLOCKED_IN_FLIGHT, CORRUPT, E_GETS,
-                     E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE, E_STATE, FREE,
-                     RETURNED, GETTING, H_DEBT, H_EPOCH, H_FREE_HEAD, H_FREE_TAIL, H_HEAD, H_STATE,
-                     H_TAIL, IDLE, NONE, PREPARED, PUTTING, RUNNING, S_PRODUCER, S_PUT_NS,
-                     S_SEQ, SLOT_HEADER, SLOT_HEADER_SIZE, STOPPED, TAG_BYTES, TAG_PICKLE,
-                     TAG_SHIFT, TAG_STR, TAKEN, slot_length, slot_tag)
+                     E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_PHASE, E_PUTS, E_RATE,
+                     E_STATE, FREE, RETURNED, GETTING, H_DEBT, H_EPOCH, H_FREE_HEAD,
+                     H_FREE_TAIL, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PREPARED, PUTTING,
+                     RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER, SLOT_HEADER_SIZE,
+                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, slot_length, slot_tag)
 from .waiting import Park, Waiting, fence_acquire, fence_release
 
 try:
@@ -239,8 +241,9 @@ class Client(Waiting):
 
     def _encode(self, item):
         tag, payload = encode(item)
-        if len(payload) > self.item_size:
-            raise ItemTooLarge(len(payload), self.item_size, self.name)
+        n = payload_length(payload)
+        if n > self.item_size:
+            raise ItemTooLarge(n, self.item_size, self.name)
         return tag, payload
 
     def _enter(self):
@@ -261,8 +264,9 @@ class Client(Waiting):
         self._enter()
         try:
             record = (TAG_BYTES, item) if type(item) is bytes else encode(item)
-            if len(record[1]) > self.item_size:
-                raise ItemTooLarge(len(record[1]), self.item_size, self.name)
+            n = payload_length(record[1])
+            if n > self.item_size:
+                raise ItemTooLarge(n, self.item_size, self.name)
             deadline = None if block and timeout is None else self._deadline(block, timeout)
             try:
                 self._put_run((record,), 0, deadline)      # the common case: one frame less
@@ -299,8 +303,9 @@ class Client(Waiting):
             records = list(map(encode, items[done:] if done else items))
             limit = self.item_size
             for _, payload in records:
-                if len(payload) > limit:    # refused before any item of the batch is put
-                    raise ItemTooLarge(len(payload), limit, self.name)
+                n = payload_length(payload)
+                if n > limit:               # refused before any item of the batch is put
+                    raise ItemTooLarge(n, limit, self.name)
             try:
                 self._put_records(records, self._deadline(block, timeout))
             except (Full, Stopped, FifoClosed) as error:
@@ -389,9 +394,12 @@ class Client(Waiting):
                 raise self._corrupt(f"the free list names slot {slot} of a pool of {cap}")
             off = pool + slot * size
             seq += 1
-            n = len(payload)
+            if type(payload) is tuple:     # parts: a header, then the item's own memory
+                n = write_payload(b, off + SLOT_HEADER_SIZE, payload)
+            else:
+                n = len(payload)
+                b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
             pack(b, off, n, tag, pid, seq, now)
-            b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
         _copy_words(w, free, first, ring, head % cap, cap, got)
         if crash:
             crash("put.written")
@@ -560,7 +568,8 @@ class Client(Waiting):
         copied and never read past the slot, for _item to decode or refuse."""
         length, tag, producer, seq, _ = SLOT_HEADER.unpack_from(self._b, off)
         start = off + SLOT_HEADER_SIZE
-        payload = bytes(self._b[start:start + min(length, self.item_size)])
+        # a bytearray: the one copy, which the decoded item keeps (items.decode)
+        payload = bytearray(self._b[start:start + min(length, self.item_size)])
         return tag, payload, length, producer, seq
 
     def _decode(self, off, with_meta):
@@ -574,7 +583,7 @@ class Client(Waiting):
             try:
                 item = self._item(tag, b[start:start + min(n, self.item_size)], n, producer,
                                   seq)
-            except (UntrustedItem, CorruptItem) as error:
+            except ItemNotDecoded as error:
                 error.put_ns = put_ns
                 raise
         if with_meta:
@@ -584,18 +593,21 @@ class Client(Waiting):
     def _item(self, tag, payload, length, producer, seq):
         """An item from its slot's words and payload (``length`` is what the header says;
         ``payload`` never extends past the slot): decoded, or CorruptItem for words no put
-        writes or bytes that do not decode, or UntrustedItem for a pickle that other users
-        could have written."""
+        writes or bytes that do not decode, UntrustedItem for a pickle that other users
+        could have written, or NumpyNotInstalled."""
         if tag == BAD_SLOT:
             raise self._corrupt(f"an in-flight record names slot {length} of a pool of "
                                 f"{self._nslots}")
         if length > self.item_size:
             raise CorruptItem(self.name, f"its length word says {length} bytes, more than the "
                                          f"{self.item_size} of a slot", producer, seq)
-        if tag == TAG_PICKLE and not self._pickles_ok:
+        if tag in PICKLE_TAGS and not self._pickles_ok:
             raise UntrustedItem(self.name, bytes(payload), producer, seq)
         try:
             return decode(tag, payload)
+        except NeedsNumpy as missing:
+            raise NumpyNotInstalled(self.name, bytes(payload), *missing.fields, producer,
+                                    seq) from None
         except Exception as error:        # a bad tag, bad UTF-8, a pickle that fails
             kind = TYPE_NAMES.get(tag, f"type tag {tag}")
             raise CorruptItem(self.name, f"its {kind} payload does not decode ({error})",
@@ -603,15 +615,15 @@ class Client(Waiting):
 
     def _decode_batch(self, items):
         """Items of a batch, decoding the raw tuples (see _item). A bad or refused item does
-        not lose the rest: the CorruptItem or UntrustedItem raised for the first one carries
-        them all as ``items``, each bad one as the error it raised."""
+        not lose the rest: the ItemNotDecoded raised for the first one carries them all as
+        ``items``, each bad one as the error it raised."""
         out = []
         first = None
         for x in items:
             if type(x) is tuple:
                 try:
                     x = self._item(*x)
-                except (UntrustedItem, CorruptItem) as error:
+                except ItemNotDecoded as error:
                     first = first or error
                     x = error
             out.append(x)

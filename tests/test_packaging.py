@@ -149,7 +149,7 @@ def test_help_shows_every_option_of_attach_and_serve():
                "log"]
     signature = serve.splitlines()[2]
     assert signature.startswith("serve(name: 'str' = 'default', *, capacity: 'int | None' "
-                                "= None, item_size: 'int | None' = None"), signature
+                                "= None, item_size: 'int | str | None' = None"), signature
     assert re.findall(r"(\w+): '", signature)[1:] == options
     text = " ".join(serve.split())
     for option in options:

@@ -10,7 +10,8 @@
 
 Progress goes to stderr, the final table to stdout. ``--quick`` is a smoke run (under a minute,
 one repeat, fewer workloads and shorter windows); the default takes about eleven minutes on
-2 cores. Only a default run (no ``--quick``, no ``--only``) writes bench/results.md and
+2 cores. Its "large" section is ``python -m bench.large`` with the defaults (1 MiB items, GB/s).
+Only a default run (no ``--quick``, no ``--only``) writes bench/results.md and
 bench/results.png; other runs write them to bench/out/. Raw results: bench/out/results.json.
 """
 
@@ -24,11 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli_checks, cring, ipc_names, report, suite, workloads
+from . import cli_checks, cring, ipc_names, large, report, suite, workloads
 from .workloads import log
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
+SECTIONS = ("throughput", "large", "latency", "cli")
 
 
 def parse_args(argv):
@@ -37,7 +39,7 @@ def parse_args(argv):
                         help="smoke run: fewer workloads, shorter runs (under a minute)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs per cell, the median is reported (default 5; 1 with --quick)")
-    parser.add_argument("--only", choices=("throughput", "latency", "cli"), action="append",
+    parser.add_argument("--only", choices=SECTIONS, action="append",
                         help="run only these sections (repeatable); the others stay empty")
     args = parser.parse_args(argv)
     if args.repeat is None:
@@ -49,7 +51,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    sections = set(args.only or ("throughput", "latency", "cli"))
+    sections = set(args.only or SECTIONS)
     started = time.monotonic()
     OUT.mkdir(exist_ok=True)
     workdir = OUT / f"work-{os.getpid()}"
@@ -71,6 +73,11 @@ def main(argv=None):
             results["throughput"] = suite.run_throughput(
                 impls, workloads.throughput_workloads(args.quick), args.repeat, target_s,
                 workdir)
+        if "large" in sections:
+            log("large items")
+            results["large"] = large.run(large.DEFAULT_SIZE, large.CAPACITY, args.repeat,
+                                         0.1 if args.quick else large.TARGET_S,
+                                         workdir)
         if "latency" in sections:
             log("latency")
             count = 300 if args.quick else 3000

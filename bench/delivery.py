@@ -19,6 +19,10 @@ and a latency consumer also writes a *latency file*: one i64 per item, get time 
 A run counts only if :func:`check_delivery` finds that every item was delivered exactly once and
 that each consumer saw each producer's items in increasing sequence (a FIFO may interleave
 producers, and several consumers split the stream, but no one may see a producer go backwards).
+
+Large items are made before a run, a few of them, and put in turn (making a megabyte costs
+about what moving it does, so it must not be timed): item k of K carries word k, and
+:func:`check_cycle` checks that the one consumer received exactly 0, 1, .., K-1, 0, 1, ...
 """
 
 import struct
@@ -29,7 +33,7 @@ import numpy as np
 
 __all__ = [
     "HEADER", "WORD", "STOP", "MIN_ITEM_SIZE", "item_maker", "stop_item",
-    "write_words", "read_words", "check_delivery", "DeliveryError",
+    "write_words", "read_words", "check_delivery", "check_cycle", "DeliveryError",
 ]
 
 HEADER = struct.Struct("<QQ")
@@ -113,3 +117,17 @@ def check_delivery(per_consumer, producers, per_producer):
     raise DeliveryError(
         f"expected {expected.size} items, received {received.size}: "
         f"{missing} missing, {duplicates} duplicated, {strange} never sent")
+
+
+def check_cycle(words, count, period):
+    """Raise DeliveryError unless `words` are the words of `count` items put in turn from
+    `period` items made beforehand, item k carrying word k (module docstring): exactly
+    ``0, 1, .., period - 1, 0, 1, ...``. One producer and one consumer, so order is strict."""
+    expected = np.arange(count, dtype="<u8") % np.uint64(period)
+    if words.size == expected.size and np.array_equal(words, expected):
+        return
+    common = min(words.size, expected.size)
+    wrong = np.flatnonzero(words[:common] != expected[:common])
+    where = (f"; item {wrong[0]} carried word {words[wrong[0]]}, not {expected[wrong[0]]}"
+             if wrong.size else "")
+    raise DeliveryError(f"expected {count} items, received {words.size}{where}")

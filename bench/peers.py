@@ -19,6 +19,7 @@ be, ``capacity_note`` says so and the report prints it.
 
 import contextlib
 import fcntl
+import io
 import multiprocessing
 import os
 import pickle
@@ -28,8 +29,8 @@ import posix_ipc
 
 from . import ipc_names
 
-__all__ = ["Peer", "MpQueue", "MpSimpleQueue", "FasterFifo", "PosixMq", "Pipe", "Shmfifo",
-           "python_peers"]
+__all__ = ["Peer", "MpQueue", "MpSimpleQueue", "FasterFifo", "PosixMq", "Pipe", "PipeStream",
+           "Shmfifo", "python_peers"]
 
 CTX = multiprocessing.get_context("fork")
 # A blocking call in a benchmark should block "forever"; the harness bounds every run from the
@@ -192,6 +193,10 @@ class Pipe(Peer):
         if self.item_size > select.PIPE_BUF:
             raise ValueError(f"item_size {self.item_size} > PIPE_BUF {select.PIPE_BUF}: "
                              "writes would no longer be atomic")
+        self._open_pipe()
+        self.read_lock = CTX.Lock() if self.consumers > 1 else None
+
+    def _open_pipe(self):
         self.reader, self.writer = os.pipe()
         # The kernel rounds the size up to a power-of-two number of pages, and refuses more than
         # /proc/sys/fs/pipe-max-size to a process without CAP_SYS_RESOURCE.
@@ -199,9 +204,8 @@ class Pipe(Peer):
                      _read_int("/proc/sys/fs/pipe-max-size", 1 << 20))
         actual = fcntl.fcntl(self.writer, fcntl.F_SETPIPE_SZ, wanted)
         if actual != self.capacity * self.item_size:
-            self.capacity_note = (f"holds {actual // self.item_size} items "
+            self.capacity_note = (f"holds {actual / self.item_size:.3g} items "
                                   "(pipe size: whole pages, at most pipe-max-size)")
-        self.read_lock = CTX.Lock() if self.consumers > 1 else None
 
     def put(self, item):
         os.write(self.writer, item)
@@ -228,14 +232,51 @@ class Pipe(Peer):
         self.reader = self.writer = None
 
 
+class PipeStream(Pipe):
+    """os.pipe between one producer and one consumer, for items of any size.
+
+    A write larger than PIPE_BUF is not atomic, hence one producer. The consumer reads each item
+    with ``io.BufferedReader.read(item_size)``, which reads from the pipe straight into the
+    bytes object it returns (only a tail shorter than the reader's buffer, a page, passes
+    through that buffer): one copy out of the kernel, as one copy went in.
+    """
+
+    def create(self):
+        if self.producers != 1 or self.consumers != 1:
+            raise ValueError("PipeStream is for one producer and one consumer: writes of "
+                             "more than PIPE_BUF bytes to a pipe may interleave")
+        self._open_pipe()
+
+    @contextlib.contextmanager
+    def connect(self):
+        with io.open(self.reader, "rb", closefd=False) as stream:
+            def get():
+                item = stream.read(self.item_size)
+                if len(item) < self.item_size:
+                    raise EOFError("pipe closed in the middle of a record")
+                return item
+
+            self.get = get
+            yield self
+
+    def put(self, item):
+        # Linux writes the whole item before a blocking write returns, unless a signal
+        # interrupts it; the loop covers that case.
+        view = memoryview(item).cast("B")
+        while view:
+            view = view[os.write(self.writer, view):]
+
+
 class Shmfifo(Peer):
     """shmfifo, with its daemon in a process of its own so it never competes for our GIL."""
 
     batching = True
 
-    def __init__(self, capacity, item_size, producers, consumers, split_locks=False):
+    def __init__(self, capacity, item_size, producers, consumers, split_locks=False, **options):
+        """options: more of ``shmfifo.serve``'s FIFO options (max_clients, batch_max)."""
         super().__init__(capacity, item_size, producers, consumers)
         self.split_locks = split_locks
+        self.options = options
         self.label = "shmfifo split" if split_locks else "shmfifo"
         self.daemon = None
 
@@ -245,7 +286,8 @@ class Shmfifo(Peer):
         self.stop = CTX.Event()
         self.daemon = CTX.Process(
             target=_serve, name=f"daemon {self.name}",
-            args=(self.name, self.capacity, self.item_size, self.split_locks, ready, self.stop))
+            args=(self.name, self.capacity, self.item_size, self.split_locks, self.options,
+                  ready, self.stop))
         self.daemon.start()
         if not ready.wait(timeout=20):
             raise RuntimeError(f"shmfifo daemon for {self.name} not ready after 20 s "
@@ -256,6 +298,7 @@ class Shmfifo(Peer):
         import shmfifo
 
         with shmfifo.attach(self.name) as queue:
+            self.queue = queue
             self.put = queue.put
             self.get = queue.get
             self.put_many = queue.put_many
@@ -274,10 +317,11 @@ class Shmfifo(Peer):
         self.daemon = None
 
 
-def _serve(name, capacity, item_size, split_locks, ready, stop):
+def _serve(name, capacity, item_size, split_locks, options, ready, stop):
     import shmfifo
 
-    with shmfifo.serve(name, capacity=capacity, item_size=item_size, split_locks=split_locks):
+    with shmfifo.serve(name, capacity=capacity, item_size=item_size, split_locks=split_locks,
+                       **options):
         ready.set()
         stop.wait()
 

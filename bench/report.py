@@ -3,11 +3,13 @@
 Only formatting lives here: every number comes from the results dict built by __main__.py
 (also saved as bench/out/results.json). Throughput cells show items/s and the ratio to
 multiprocessing.Queue in the same run and workload; a failed run shows FAILED, never a number.
+The large-items section (bench/large.py) shows GB/s and the ratio to os.pipe instead.
 """
 
 import math
 
-__all__ = ["text_report", "markdown_report", "chart", "targets"]
+__all__ = ["text_report", "markdown_report", "chart", "targets", "large_text",
+           "large_markdown", "large_targets"]
 
 BASELINE = "mp.Queue"
 SHORT = {  # column headers for the plain-text table, which must stay narrow
@@ -193,6 +195,8 @@ def targets(results):
     for key, text in (("shmfifo_producer", "producer"), ("shmfifo_consumer", "consumer")):
         rss = (memory.get(key) or {}).get("rss_mb")
         rows.append(_limit_check(f"RSS of an idle CLI {text}", rss, 20, "MB"))
+    if results.get("large"):
+        rows += large_targets(results["large"])
     return rows
 
 
@@ -233,6 +237,8 @@ def text_report(results):
         "",
         _aligned(["client", "value"], _client_rows(results["cli"])),
         "",
+        *([large_text(results["large"], with_targets=False), ""] if results.get("large")
+          else []),
         "Targets",
         _aligned(["target", "measured", "ratio", "result"], targets(results), right_from=4),
     ]
@@ -326,6 +332,8 @@ def markdown_report(results):
         "",
         _md_table(["measure", "value"], _client_rows(cli)),
         "",
+        *(["## Large items", "", large_markdown(results["large"]), ""] if results.get("large")
+          else []),
         "## Targets",
         "",
         _md_table(["target", "measured", "ratio", "result"], targets(results)),
@@ -334,6 +342,102 @@ def markdown_report(results):
     if notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n"
+
+
+# --- large items --------------------------------------------------------------------------------
+
+LARGE_HEADER = ["transport", "GB/s", "spread (min-max)", "items/s", "vs os.pipe"]
+LARGE_BASELINE = "os.pipe"
+# The targets are stated for this geometry only (1 MiB items, capacity 8).
+LARGE_TARGETS = (1 << 20, 8, (("shmfifo get", 1.5), ("shmfifo get_view", 2.5)))
+
+
+def _large_gbps(large, label):
+    """The median GB/s of a row, or None (not run, or failed)."""
+    for row in large["rows"] + large["memcpy"]["rows"]:
+        if row["label"] == label:
+            return row["gbps"]
+    return None
+
+
+def _large_rows(large):
+    base = _large_gbps(large, LARGE_BASELINE)
+    rows = []
+    for row in large["rows"] + large["memcpy"]["rows"]:
+        median, runs = row["gbps"], row["gbps_runs"]
+        if median is None:
+            rows.append([row["label"], "FAILED" if row["failure"] else "n/a", "", "", ""])
+            continue
+        rows.append([row["label"], f"{median:.2f}", f"{min(runs):.2f}-{max(runs):.2f}",
+                     f"{median * 1e9 / large['size']:,.0f}",
+                     f"{median / base:.2f}x" if base else "-"])
+    return rows
+
+
+def _size_text(size):
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size:,} B"
+
+
+def _large_title(large):
+    runs = (f"{large['items']:,} items" if large["items"]
+            else f"about {large['target_s']} s")
+    segment = next((r["segment_bytes"] for r in large["rows"] if r["segment_bytes"]), None)
+    geometry = ", ".join(f"{key} {value}" for key, value in large["geometry"].items())
+    return (f"Large items, 1P/1C: {_size_text(large['size'])} ({large['size']:,} B) items, "
+            f"capacity {large['capacity']}"
+            + (f"; the FIFO's segment takes {segment:,} B of /dev/shm ({geometry})"
+               if segment else "")
+            + f"; median of {large['repeat']} run(s) of {runs} each, with the slowest and "
+            f"fastest run; GB = 10^9 B; load average {_load(large['loadavg_start'])} before, "
+            f"{_load(large['loadavg_end'])} after")
+
+
+def _large_notes(large):
+    notes = []
+    for r in large["rows"]:
+        notes.append(f"{r['label']}: " + "; ".join(
+            text for text in (r["skipped"] or r["what"], r["capacity_note"]) if text))
+        if r["failure"]:
+            notes.append(f"FAILED {r['label']}: {r['failure']}")
+    notes.append(f"the producer puts {large['pool']} items, made before the run, in turn; the "
+                 "consumer reads each one's 16-byte header, and the run counts only if it "
+                 "received them all, in order")
+    notes.append("memcpy: memoryview slice assignment of SIZE bytes in one process; in cache: "
+                 "the same bytes each time; out of cache: the next SIZE bytes of a source and "
+                 f"a target of {large['memcpy']['working_set'] >> 20} MiB together (four times "
+                 "the largest CPU cache); items/s = copies/s")
+    if large.get("leftovers"):
+        notes.append("LEFTOVER POSIX names had to be removed by the final sweep: "
+                     + ", ".join(large["leftovers"]))
+    return notes
+
+
+def large_targets(large):
+    """The issue's targets for large items, as rows of the Targets table; none at another
+    size or capacity than they are stated for."""
+    size, capacity, goals = LARGE_TARGETS
+    if (large["size"], large["capacity"]) != (size, capacity):
+        return []
+    return [_ratio_check(f"{_size_text(size)} 1P/1C cap {capacity}, {label} vs os.pipe",
+                         _large_gbps(large, label), _large_gbps(large, LARGE_BASELINE), goal,
+                         unit="GB/s")
+            for label, goal in goals]
+
+
+def large_text(large, with_targets=True):
+    parts = [_large_title(large), _aligned(LARGE_HEADER, _large_rows(large))]
+    if with_targets and large_targets(large):
+        parts += ["", _aligned(["target", "measured", "ratio", "result"], large_targets(large),
+                               right_from=4)]
+    return "\n".join(parts + [""] + [f"- {n}" for n in _large_notes(large)])
+
+
+def large_markdown(large):
+    return "\n".join([_large_title(large) + ".", "", _md_table(LARGE_HEADER, _large_rows(large)),
+                      ""] + [f"- {n}" for n in _large_notes(large)])
 
 
 # --- chart --------------------------------------------------------------------------------------

@@ -67,15 +67,17 @@ def implementations(cring_binary):
     return impls
 
 
-def run_throughput(impls, workload_list, repeat, target_s, workdir):
+def run_throughput(impls, workload_list, repeat, target_s, workdir, start_items=2000,
+                   items=None):
     """Measure every workload on every implementation; return JSON-ready rows.
 
-    Pass 1 calibrates each cell (workload x implementation) and runs it once; passes 2 to
-    `repeat` run every cell once more, in the same order, and the median is reported. A
-    cell's repeats are thus minutes apart: slow spells of this shared machine last from
-    seconds to a minute, and with the repeats back to back one spell could lower every run of
-    one cell (a 1P/1C cell at 0.5x of its usual rate, say) and so the ratio of two cells; now
-    a spell costs each cell it touches one run.
+    Pass 1 calibrates each cell (workload x implementation), from runs of `start_items` up,
+    and runs it once; with `items` given, every run has that many items and nothing is
+    calibrated. Passes 2 to `repeat` run every cell once more, in the same order, and the
+    median is reported. A cell's repeats are thus minutes apart: slow spells of this shared
+    machine last from seconds to a minute, and with the repeats back to back one spell could
+    lower every run of one cell (a 1P/1C cell at 0.5x of its usual rate, say) and so the ratio
+    of two cells; now a spell costs each cell it touches one run.
     """
     cells = []                  # (workload, impl, run_once, Measurement)
     for workload in workload_list:
@@ -84,7 +86,10 @@ def run_throughput(impls, workload_list, repeat, target_s, workdir):
                 continue        # shown with its single-item result, below
             run_once = _run_once(impl, workload, workdir, target_s)
             started = time.monotonic()
-            measured = workloads.calibrate(run_once, target_s, MAX_ITEMS)
+            if items is None:
+                measured = workloads.calibrate(run_once, target_s, MAX_ITEMS, start_items)
+            else:
+                measured = workloads.Measurement(items=items)
             workloads.run_again(measured, run_once)
             cells.append((workload, impl, run_once, measured))
             _log_cell(workload, impl, measured, f"run 1 of {repeat}",

@@ -11,6 +11,7 @@ fails the check, crashes or exceeds its time bound is a failure, never a number.
 """
 
 import dataclasses
+import itertools
 import multiprocessing.connection
 import os
 import statistics
@@ -25,8 +26,8 @@ import numpy as np
 from . import delivery
 from .peers import CTX
 
-__all__ = ["Workload", "RunFailed", "throughput_workloads", "run_peer", "run_latency_peer",
-           "checked_rate", "calibrate", "run_again", "Measurement", "log"]
+__all__ = ["Workload", "RunFailed", "throughput_workloads", "run_peer", "run_prepared",
+           "run_latency_peer", "checked_rate", "calibrate", "run_again", "Measurement", "log"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,12 @@ def _produce(ep, producer, count, item_size, batch):
         put_many = ep.put_many
         for start in range(0, count, batch):
             put_many([make(seq) for seq in range(start, min(count, start + batch))])
+
+
+def _produce_prepared(ep, producer, count, items):
+    put = ep.put
+    for item in itertools.islice(itertools.cycle(items), count):
+        put(item)
 
 
 def _produce_paced(ep, producer, count, item_size, rate):
@@ -256,6 +263,19 @@ def run_peer(peer, workload, per_producer, workdir, timeout):
         peer, workdir, workload.producers, workload.consumers, _produce,
         (per_producer, workload.item_size, workload.batch), workload.batch, timeout)
     return checked_rate(t0, results, workload.producers, per_producer)
+
+
+def run_prepared(peer, items, count, workdir, timeout):
+    """One 1P/1C throughput run that puts `count` items taken in turn from `items`, made
+    beforehand (item k carrying word k: delivery.check_cycle); return items/s or raise
+    RunFailed."""
+    t0, [(end, words)], _ = _run(peer, workdir, 1, 1, _produce_prepared, (count, items), 1,
+                                 timeout)
+    try:
+        delivery.check_cycle(words, count, len(items))
+    except delivery.DeliveryError as error:
+        raise RunFailed(f"delivery check: {error}") from None
+    return count / ((end - t0) / 1e9)
 
 
 def checked_rate(t0, results, producers, per_producer):

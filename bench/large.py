@@ -54,12 +54,10 @@ __all__ = ["run", "parse_size", "DEFAULT_SIZE", "CAPACITY", "TARGET_S"]
 DEFAULT_SIZE = 1 << 20
 CAPACITY = 8
 TARGET_S = 0.5              # seconds a run lasts, calibrated; the defaults take about 15 s
-# The FIFO's other geometry: two clients (the producer and the consumer; the harness attaches
-# to send the stop marker only after the producer has left), and batches of one, since every
-# client entry reserves an in-flight record of batch_max slots and the ring max_clients x
-# batch_max spare slots: with the defaults (32 clients, batches of 8) a 1 MiB FIFO takes
-# 520 MiB of /dev/shm.
-GEOMETRY = {"max_clients": 2, "batch_max": 1}
+# The FIFO's other geometry: the defaults, as a user gets them. An item in flight keeps its
+# pool slot and the pool has capacity + in_flight slots, in_flight limited by default to a
+# quarter of the queue's bytes (or 1 MiB): a FIFO of eight 1 MiB items takes about 10 MiB.
+GEOMETRY = {}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 START_BYTES = 32 << 20      # the first calibration run moves about this much
 PROBE_ITEM_SIZE = 4096      # holds a small pickled ndarray

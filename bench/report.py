@@ -385,7 +385,8 @@ def _large_title(large):
     runs = (f"{large['items']:,} items" if large["items"]
             else f"about {large['target_s']} s")
     segment = next((r["segment_bytes"] for r in large["rows"] if r["segment_bytes"]), None)
-    geometry = ", ".join(f"{key} {value}" for key, value in large["geometry"].items())
+    geometry = (", ".join(f"{key} {value}" for key, value in large["geometry"].items())
+                or "the default geometry")
     return (f"Large items, 1P/1C: {_size_text(large['size'])} ({large['size']:,} B) items, "
             f"capacity {large['capacity']}"
             + (f"; the FIFO's segment takes {segment:,} B of /dev/shm ({geometry})"

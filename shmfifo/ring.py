@@ -76,7 +76,9 @@ and str items (same steps, words, fence and crash points); whenever a step would
 undoes what it took and this code does the whole operation.
 """
 
+import ctypes
 import os
+import sys
 import time
 
 import posix_ipc
@@ -494,8 +496,14 @@ class Client(Waiting):
             length = slot_length(self._w[off >> 3])
             if length > self.item_size:
                 self._item(*self._raw(off))       # raises CorruptItem: skipped, as get does
-            start = off + SLOT_HEADER_SIZE
-            view = self._view = self._b[start:start + length].toreadonly()
+            # The view comes from an exporter of its own (a ctypes array over the payload), not
+            # from the segment's memoryview: every memoryview or array made from the view then
+            # refers to that exporter, so release_view can tell whether anything still does.
+            exporter = (ctypes.c_char * length).from_buffer(self._seg.mm,
+                                                           off + SLOT_HEADER_SIZE)
+            baseline = sys.getrefcount(exporter)
+            view = memoryview(exporter).cast("B").toreadonly()
+            self._view = (view, exporter, baseline)
             # Until the block ends, every get of this client takes the Python path, which
             # refuses: the C fast path would acknowledge the slot under the view.
             self._fast_saved, self._fast = self._fast, None
@@ -508,14 +516,19 @@ class Client(Waiting):
         is still exported (a numpy array or another memoryview made from it) cannot be
         released: ViewInUse, and the item stays unacknowledged (the next get, ack or close
         acknowledges it)."""
-        view, self._view = self._view, None
-        if view is None:
+        lent, self._view = self._view, None
+        if lent is None:
             return
         self._fast, self._fast_saved = self._fast_saved, None
+        view, exporter, baseline = lent
         try:
             view.release()
         except BufferError:
             raise ViewInUse(self.name) from None
+        del view, lent
+        if sys.getrefcount(exporter) > baseline:
+            # A memoryview or an array made from the view still refers to the slot.
+            raise ViewInUse(self.name)
         if ack:
             self.ack()
 

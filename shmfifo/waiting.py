@@ -18,8 +18,9 @@ import time
 import posix_ipc
 
 from .errors import CorruptSegment, Empty, FifoClosed, Full, HandleClosed, Stopped, UsageError
-from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, DRAINING, E_ACK, E_PHASE, GETTING, H_EPOCH,
-                     H_HEAD, H_STATE, H_TAIL, IDLE, PARKED, PUTTING, RUNNING, STOPPED, CORRUPT)
+from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, BLOCKED_IN_FLIGHT, CORRUPT, DRAINING, E_ACK,
+                     E_PHASE, GETTING, H_EPOCH, H_HEAD, H_STATE, H_TAIL, IDLE, PARKED, PUTTING,
+                     RUNNING, STOPPED)
 
 __all__ = ["Waiting", "Park", "WAIT_SLICE", "fence", "fence_acquire", "fence_release"]
 
@@ -214,7 +215,10 @@ class Waiting:
         self._enter()
         try:
             fast = self._fast
-            if fast is not None:
+            # A getter that must also find a ``loans`` token (an in-flight limit that can
+            # bind) waits for it in Python, before the item: waking a coroutine for an item it
+            # could not take would only make it wait again at once.
+            if fast is not None and (for_put or not self._use_loans):
                 deadline = time.monotonic() + timeout
                 while not self._stop:
                     remaining = deadline - time.monotonic()
@@ -239,7 +243,9 @@ class Waiting:
     def _wait_ready(self, for_put, timeout):
         """wait_ready's Python path: the same protocol, parking through a recovery."""
         w, e = self._w, self._e
-        sem = self._empty if for_put else self._fill
+        sems = [(self._empty, BLOCKED_FULL)] if for_put else (
+            [(self._loans, BLOCKED_IN_FLIGHT)] if self._use_loans else []) + [
+            (self._fill, BLOCKED_EMPTY)]
         deadline = time.monotonic() + timeout
         while True:
             w[e + E_PHASE] = PUTTING if for_put else GETTING
@@ -252,13 +258,14 @@ class Waiting:
                 if self._stop or not RUNNING <= state <= DRAINING or (for_put and
                                                                       state != RUNNING):
                     self._refuse(for_put)
-                try:
-                    sem.acquire(0)
-                except posix_ipc.BusyError:
-                    blocked = BLOCKED_FULL if for_put else BLOCKED_EMPTY
-                    if not self._await_token(sem, deadline, blocked, for_put):
-                        self._idle()
-                        return False
+                for sem, blocked in sems:      # each token taken, and given straight back
+                    try:
+                        sem.acquire(0)
+                    except posix_ipc.BusyError:
+                        if not self._await_token(sem, deadline, blocked, for_put):
+                            self._idle()
+                            return False
+                    sem.release()
             except Park:
                 self._idle()
                 if not self._park(deadline):
@@ -267,7 +274,6 @@ class Waiting:
             except BaseException:
                 self._idle()
                 raise
-            sem.release()
             self._idle()
             return True
 

@@ -72,7 +72,9 @@ USAGE_ERRORS = [
     (["fifo", "--size", "abc"], ["--size: 'abc' is not allowed", WHOLE_RULE]),
     (["fifo", "--size", "1.5"], ["--size: '1.5' is not allowed", WHOLE_RULE]),
     (["fifo", "--size", "100000000000"], ["size: 100000000000 is not allowed", "1048576"]),
-    (["fifo", "--item-size", "0"], ["--item-size: '0' is not allowed", WHOLE_RULE]),
+    (["fifo", "--item-size", "0"], ["--item-size: '0' is not allowed",
+                                    "use a whole number of bytes of 1 or more, alone or with "
+                                    "a suffix K, M or G"]),
     (["fifo", "--size", "4", "--batch", "5"], ["batch: 5 is not allowed", "size"]),
     (["fifo", "--drain-timeout", "-1"], ["--drain-timeout: '-1' is not allowed", "seconds"]),
     (["fifo", "--mode", "999"], ["--mode: '999' is not allowed", "octal"]),

@@ -34,7 +34,7 @@ def test_doctor_finds_this_machine_ready():
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split(":")[0].split(None, 1)[1] for line in lines] == CHECKS
     assert all(line.startswith("ok       ") for line in lines), lines
-    assert "a FIFO of 32 × 128 B for 32 clients needs 344 KiB" in lines[0]
+    assert "a FIFO of 32 × 128 B for 32 clients needs 248 KiB" in lines[0]
     assert result.stderr == ""
 
 
@@ -129,7 +129,7 @@ def test_doctor_on_a_small_read_only_or_disk_dev_shm(tmp_path):
     assert "big exit 1" in out, out
     line = shm_line("big")
     assert line.startswith("problem  /dev/shm: tmpfs, 1 MiB free, but a FIFO of 4096 × 4096 B "
-                           "for 32 clients needs 32.3 MiB — fix: "), line
+                           "for 32 clients needs 20.4 MiB — fix: "), line
     assert ("— fix: mount a larger tmpfs (docker run --shm-size=64m; or mount -o "
             "remount,size=64m /dev/shm), or make the FIFO smaller") in line
     assert not [line for line in out if line.startswith("left:")], out

@@ -144,8 +144,8 @@ def test_help_shows_every_option_of_attach_and_serve():
         assert f"\n    {option}" in attach, option
 
     serve = pydoc.render_doc(shmfifo.serve, renderer=pydoc.plaintext)
-    options = ["capacity", "item_size", "max_clients", "batch_max", "split_locks", "mode",
-               "keep", "drain_timeout", "detach_timeout", "kill_stopped", "recovery", "poll",
+    options = ["capacity", "item_size", "max_clients", "batch_max", "split_locks", "in_flight",
+               "mode", "keep", "drain_timeout", "detach_timeout", "kill_stopped", "recovery", "poll",
                "log"]
     signature = serve.splitlines()[2]
     assert signature.startswith("serve(name: 'str' = 'default', *, capacity: 'int | None' "

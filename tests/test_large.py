@@ -1,0 +1,221 @@
+"""Large items: memory in proportion to what a FIFO holds, items of many megabytes, the view
+of an item where it lies (get_view), and the in-flight limit that bounds what consumers hold.
+On the C and the pure-Python path, with real processes where a crash is involved."""
+
+import os
+import signal
+
+import pytest
+
+import shmfifo
+from procs import WAIT, assert_consistent, client_of, settle, status_of, stop, wait_until
+from shmfifo import layout
+from shmfifo.daemon import geometry_for
+
+PATHS = {"c": {"SHMFIFO_PURE": "0"}, "pure": {"SHMFIFO_PURE": "1"}}
+MiB = 1 << 20
+
+
+@pytest.fixture(params=list(PATHS))
+def env(request, monkeypatch):
+    if request.param == "c" and shmfifo.accelerator() != "C":
+        pytest.skip("the C accelerator is not built")
+    return PATHS[request.param]
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+def test_eight_items_of_a_megabyte_reserve_at_most_12_mib(procs, fifo_name):
+    daemon = procs.daemon(fifo_name, "--size", "8", "--item-size", "1M")
+    st = status_of(fifo_name)
+    assert st["reserved"] <= 12 * MiB, st["reserved"]
+    assert os.stat(f"/dev/shm/shmfifo.{fifo_name}").st_size == st["reserved"]
+    stop(daemon)
+
+
+@pytest.mark.parametrize("capacity,item_size", [(8, MiB), (32, 128), (1024, 64), (2, 64 * MiB),
+                                                (1, 1 << 30)])
+def test_the_reservation_formula(capacity, item_size):
+    """README, Memory: (capacity + in_flight) slots of the item size plus a 32-byte header,
+    rounded up to 64 bytes, plus a small table; in_flight within a quarter of the queue's
+    bytes (or 1 MiB)."""
+    g = geometry_for(capacity=capacity, item_size=item_size)
+    slot = -(-(item_size + 32) // 64) * 64
+    assert g.slot_size == slot
+    assert g.in_flight == max(1, min(32 * g.batch_max, max(capacity * slot // 4, MiB) // slot))
+    pool = (capacity + g.in_flight) * slot
+    assert pool <= g.total_size <= pool + 64 * 1024 + 2 * 8 * (capacity + g.in_flight) + 128
+    if item_size >= MiB:        # the queue, and one more slot or a quarter more at most
+        assert g.total_size <= capacity * slot + max(slot, capacity * slot // 4) + 64 * 1024
+
+
+def test_item_sizes_of_a_gigabyte_are_accepted(procs):
+    assert geometry_for(capacity=1, item_size="1G").item_size == 1 << 30
+    assert geometry_for(capacity=1, item_size="2G").item_size == 2 << 30
+    doctor = procs.spawn("doctor", "--size", "1", "--item-size", "1G")
+    assert doctor.wait() == 0, doctor.out + doctor.err
+    assert any("needs 2.0 GiB" in line for line in doctor.out), doctor.out
+
+
+def test_a_64_mib_item_crosses_between_processes(procs, fifo_name, env):
+    daemon = procs.daemon(fifo_name, "--size", "2", "--item-size", "65M")
+    code = ("import hashlib, shmfifo, sys\n"
+            "q = shmfifo.attach(sys.argv[1])\n"
+            "if sys.argv[2] == 'put':\n"
+            "    q.put(bytes(range(256)) * (64 << 12))\n"
+            "else:\n"
+            "    item = q.get(timeout=30)\n"
+            "    print(type(item).__name__, len(item), hashlib.sha256(item).hexdigest())\n")
+    getter = procs.python(code, fifo_name, "get", env=env)
+    putter = procs.python(code, fifo_name, "put", env=env)
+    assert putter.wait(60) == 0, putter.err
+    assert getter.wait(60) == 0, getter.err
+    import hashlib
+    expected = hashlib.sha256(bytes(range(256)) * (64 << 12)).hexdigest()
+    assert getter.out == [f"bytes {64 * MiB} {expected}"]
+    assert_consistent(settle(fifo_name), expected_items=0)
+    stop(daemon)
+
+
+# -- get_view ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def fifo(fifo_name, env, monkeypatch):
+    """A FIFO served in this process, attached on the path of ``env``."""
+    monkeypatch.setattr("shmfifo.ring.USE_FASTPATH",
+                        env["SHMFIFO_PURE"] == "0" and shmfifo.ring._fastpath is not None)
+    with shmfifo.serve(fifo_name, capacity=4, item_size=4096):
+        with shmfifo.attach(fifo_name) as q:
+            yield q
+
+
+def test_a_view_is_the_item_where_it_lies_and_dies_with_its_block(fifo):
+    fifo.put(b"hello")
+    fifo.put("héllo")
+    with fifo.get_view() as view:
+        assert view.readonly and bytes(view) == b"hello"
+        kept = bytes(view[1:3])
+    assert kept == b"el"
+    with pytest.raises(ValueError):
+        view[0]                            # released: unusable after the block
+    with fifo.get_view() as view:
+        assert bytes(view) == "héllo".encode()
+    st = status_of(fifo.name)
+    assert (st["items"], st["in_flight"]) == (0, 0)      # leaving the block acknowledged it
+
+
+def test_no_other_get_inside_a_view_block(fifo):
+    fifo.put_many([b"a", b"b"])
+    with fifo.get_view() as view:
+        with pytest.raises(shmfifo.UsageError):
+            fifo.get()
+        with pytest.raises(shmfifo.UsageError):
+            fifo.ack()
+        assert bytes(view) == b"a"
+    assert fifo.get() == b"b"
+
+
+def test_a_view_still_exported_when_its_block_ends_is_not_given_back(fifo):
+    np = pytest.importorskip("numpy")
+    fifo.put(np.arange(4, dtype="u1").tobytes())
+    with pytest.raises(shmfifo.ViewInUse):
+        with fifo.get_view() as view:
+            array = np.frombuffer(view, dtype="u1")
+    assert array.tolist() == [0, 1, 2, 3]
+    assert status_of(fifo.name)["in_flight"] == 1        # not acknowledged under the array
+    del array
+    fifo.put(b"next")
+    assert fifo.get() == b"next"                          # which acknowledges it
+    assert status_of(fifo.name)["in_flight"] == 1
+
+
+def test_numpy_reads_a_view_without_a_copy(fifo):
+    np = pytest.importorskip("numpy")
+    data = np.arange(512, dtype="<f8")
+    fifo.put(data.tobytes())
+    with fifo.get_view() as view:
+        array = np.frombuffer(view, dtype="<f8")
+        total = float(array.sum())
+        assert not array.flags.owndata and not array.flags.writeable
+        del array
+    assert total == float(data.sum())
+
+
+def test_a_crash_inside_a_view_block_redelivers_the_item(procs, fifo_name, env, tmp_path):
+    daemon = procs.daemon(fifo_name, "--size", "4")
+    with shmfifo.attach(fifo_name) as q:
+        q.put_many([b"first", b"second"])
+    inside = tmp_path / "inside"
+    holder = procs.python(
+        "import shmfifo, sys, time\n"
+        "q = shmfifo.attach(sys.argv[1])\n"
+        "with q.get_view() as view:\n"
+        "    open(sys.argv[2], 'wb').write(bytes(view))\n"
+        "    time.sleep(60)\n", fifo_name, str(inside), env=env)
+    wait_until(lambda: inside.exists() and inside.read_bytes(), what="the view")
+    assert inside.read_bytes() == b"first"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    daemon.wait_for(r"recovery \d+ done")
+    st = settle(fifo_name)
+    assert (st["items"], st["requeued"]) == (2, 1)
+    with shmfifo.attach(fifo_name) as q:
+        assert q.get_many(2, timeout=WAIT) == [b"first", b"second"]
+    stop(daemon)
+
+
+# -- the in-flight limit -----------------------------------------------------------------------
+
+def test_consumers_wait_for_each_other_at_the_in_flight_limit(procs, fifo_name, env, tmp_path):
+    """With --in-flight 1, a second consumer waits (shown as such) until the first one
+    acknowledges; the queue's room is given back at each take all the same."""
+    daemon = procs.daemon(fifo_name, "--size", "4", "--in-flight", "1")
+    with shmfifo.attach(fifo_name) as q:
+        q.put_many([1, 2, 3])
+        assert q.get(timeout=WAIT) == 1                     # this handle holds one now
+        assert status_of(fifo_name)["semaphores"]["loans"] == 0
+        q.put_many([4, 5])                                 # room came back at the take
+        other = procs.python("import shmfifo, sys\n"
+                             "q = shmfifo.attach(sys.argv[1])\n"
+                             "print(q.get(timeout=30), flush=True)\n", fifo_name, env=env)
+        wait_until(lambda: client_of(status_of(fifo_name), other.pid) and
+                   client_of(status_of(fifo_name), other.pid)["state"] ==
+                   "blocked on in-flight limit", what="the other consumer to wait")
+        q.ack()
+        assert other.wait() == 0 and other.out == ["2"]
+    assert_consistent(settle(fifo_name), expected_items=3)
+    stop(daemon)
+
+
+def test_a_slice_kept_beyond_the_block_keeps_the_item(fifo):
+    fifo.put(b"abcdef")
+    with pytest.raises(shmfifo.ViewInUse):
+        with fifo.get_view() as view:
+            kept = view[1:3]
+    assert bytes(kept) == b"bc"           # still the item's bytes: its slot was not given back
+    assert status_of(fifo.name)["in_flight"] == 1
+    del kept
+
+
+def test_asyncio_waits_at_the_in_flight_limit_without_spinning(fifo_name, env, monkeypatch):
+    """aget on a FIFO whose in-flight limit is held by another handle waits for the
+    acknowledgement (its watcher waits for a loan before the item) and then takes it."""
+    import asyncio
+    import resource
+    monkeypatch.setattr("shmfifo.ring.USE_FASTPATH",
+                        env["SHMFIFO_PURE"] == "0" and shmfifo.ring._fastpath is not None)
+    with shmfifo.serve(fifo_name, capacity=4, in_flight=1):
+        with shmfifo.attach(fifo_name) as holder, shmfifo.attach(fifo_name) as q:
+            holder.put_many([1, 2])
+            assert holder.get() == 1                # the one loan is out
+
+            async def main():
+                cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                # (in this thread: an acknowledgement is the taking thread's)
+                asyncio.get_running_loop().call_later(0.5, holder.ack)
+                got = await asyncio.wait_for(q.aget(), WAIT)
+                return got, resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu
+
+            got, cpu = asyncio.run(main())
+            assert got == 2
+            assert cpu < 0.3, cpu                  # half a second of waiting, not of spinning

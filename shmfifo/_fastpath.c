@@ -84,6 +84,15 @@ static void crash(const char *step) {
 
 #define CRASH(step) do { if (crash_left) crash(step); } while (0)
 
+/* A step reached by a section that then gives up to the Python path, which reaches it again:
+ * counted once (crashpoints.py counts both paths with crash()). */
+static void uncount(const char *step) {
+    if (crash_left > 0 && strcmp(step, crash_step) == 0)
+        crash_left++;
+}
+
+#define UNCOUNT(step) do { if (crash_left) uncount(step); } while (0)
+
 static void crash_init(void) {
     const char *sig = getenv("SHMFIFO_CRASH_SIGNAL");
     if (sig != NULL && strcmp(sig, "STOP") == 0)
@@ -328,6 +337,7 @@ static Py_ssize_t put_section(Ring *self, PyObject *const *items, Py_ssize_t cou
     if (try_spin(self->put_lock) != 0) {
         for (Py_ssize_t i = 0; i < got; i++)
             sem_post(self->empty);
+        UNCOUNT("put.empty");
         goto slow;
     }
     CRASH("put.lock");
@@ -380,7 +390,21 @@ slow:
 /* The take lock section for up to max_items items into the in-flight record: returns how
  * many were taken, or 0 when a step would wait (then only the previous take's
  * acknowledgement happened). */
-static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items) {
+/* spin_fill: try_spin, or for spin_ns nanoseconds when the caller polls (attach(spin_us)). */
+static int spin_fill(Ring *self, uint64_t spin_ns) {
+    if (!spin_ns)
+        return try_spin(self->fill);
+    uint64_t deadline = monotonic_ns() + spin_ns;
+    for (unsigned i = 0;; i++) {
+        if (sem_trywait(self->fill) == 0)
+            return 0;
+        if ((i & 63) == 63 && monotonic_ns() >= deadline)
+            return -1;
+        cpu_relax();
+    }
+}
+
+static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items, uint64_t spin_ns) {
     STORE(self->e_phase, self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint64_t state = LOAD(self->h_state);   /* takes run while running or draining */
@@ -408,7 +432,7 @@ static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items) {
             while (limit < max_items && sem_trywait(self->loans) == 0)
                 limit++;
         }
-        if (try_spin(self->fill) != 0) {
+        if (spin_fill(self, spin_ns) != 0) {
             if (self->use_loans)
                 for (Py_ssize_t i = 0; i < limit; i++)
                     sem_post(self->loans);
@@ -428,6 +452,7 @@ static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items) {
             if (self->use_loans)
                 sem_post(self->loans);
         }
+        UNCOUNT("get.fill");
         goto slow;
     }
     CRASH("get.lock");
@@ -584,8 +609,18 @@ static PyObject *ring_put_many(Ring *self, PyObject *const *args, Py_ssize_t nar
 /* get() -> the bytes or str taken, a raw tuple for anything else (taken; Python decodes it,
  * see record_item), or None (the slow path must do it; only the previous acknowledgement
  * happened) */
-static PyObject *ring_get(Ring *self, PyObject *unused) {
-    if (NOT_USABLE(self) || !take_section(self, 1))
+static PyObject *ring_get(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t spin_ns = 0;        /* get(spin_ns): wait for an item by polling that long */
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "get([spin_ns])");
+        return NULL;
+    }
+    if (nargs == 1) {
+        spin_ns = PyLong_AsUnsignedLongLong(args[0]);
+        if (spin_ns == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (NOT_USABLE(self) || !take_section(self, 1, spin_ns))
         Py_RETURN_NONE;
     int raw = 0;
     return record_item(self, 0, &raw);
@@ -603,7 +638,7 @@ static PyObject *ring_get_many(Ring *self, PyObject *arg) {
     }
     if (NOT_USABLE(self))
         Py_RETURN_NONE;
-    Py_ssize_t got = take_section(self, max_items);
+    Py_ssize_t got = take_section(self, max_items, 0);
     if (!got)
         Py_RETURN_NONE;
     PyObject *list = PyList_New(got);
@@ -690,8 +725,8 @@ static PyObject *ring_close(Ring *self, PyObject *unused) {
 static PyMethodDef ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
      "put(item, seq) -> True if put, None if the slow path must do it"},
-    {"get", (PyCFunction)ring_get, METH_NOARGS,
-     "get() -> the bytes or str taken, a raw tuple to decode, or None"},
+    {"get", (PyCFunction)(void (*)(void))ring_get, METH_FASTCALL,
+     "get([spin_ns]) -> the bytes or str taken, a raw tuple to decode, or None"},
     {"ack", (PyCFunction)ring_ack, METH_NOARGS,
      "ack() -> True when the last take is acknowledged, None if the slow path must"},
     {"put_many", (PyCFunction)(void (*)(void))ring_put_many, METH_FASTCALL,
@@ -716,9 +751,26 @@ static PyTypeObject RingType = {
     .tp_doc = "The non-blocking put/get of one item of a FIFO segment (see the module source).",
 };
 
+/* crash(step): the crash point of the Python path, counted here with the C path's, so that
+ * SHMFIFO_CRASH_AT=step:n means the n-th time this process reaches the step on either path
+ * (crashpoints.py). */
+static PyObject *module_crash(PyObject *module, PyObject *arg) {
+    const char *step = PyUnicode_AsUTF8(arg);
+    if (step == NULL)
+        return NULL;
+    CRASH(step);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"crash", (PyCFunction)module_crash, METH_O,
+     "crash(step): count a crash point reached on the Python path"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "shmfifo._fastpath",
-    "Optional C accelerator of shmfifo's non-blocking put/get path.", -1, NULL,
+    "Optional C accelerator of shmfifo's non-blocking put/get path.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {

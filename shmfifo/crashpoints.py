@@ -29,6 +29,13 @@ def hook():
     """The crash function for this process, or None when no crash is requested."""
     if CRASH_AT is None:
         return None
+    try:
+        # One countdown for the process: a step counts once whether the C fast path or the
+        # Python path reaches it (a call that falls back to Python must not count apart).
+        from . import _fastpath
+        return _fastpath.crash
+    except ImportError:
+        pass
     step, _, nth = CRASH_AT.partition(":")
     remaining = [int(nth) if nth else 1]
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import aio, layout
-from .errors import FifoClosed, HandleClosed
+from .errors import FifoClosed, HandleClosed, UsageError
 from .layout import H_HEAD, H_STATE, H_TAIL
 from .ring import Client, Message
 from .waiting import WAIT_SLICE
@@ -44,10 +44,13 @@ __all__ = ["Fifo", "Attachment", "attach"]
 # How long close() waits for another thread's operation to leave after asking it to stop:
 # a waiter looks at its stop flag at least once per wait slice.
 CLOSE_WAIT = 4 * WAIT_SLICE
+# A spin is a bound on holding the GIL and a core: a second at most.
+MAX_SPIN_US = 1e6
 
 
 def attach(name: str, *, shared: bool = False, allow_pickle: bool = False,
-           role: int = layout.ROLE_CLIENT, param: str = "", rate: float = 0.0) -> Fifo:
+           role: int = layout.ROLE_CLIENT, param: str = "", rate: float = 0.0,
+           spin_us: float = 0.0) -> Fifo:
     """Attach to the FIFO ``name`` and return a :class:`Fifo` handle (a context manager).
 
     shared: accept a FIFO whose segment and semaphores belong to another user (one shared
@@ -62,13 +65,18 @@ def attach(name: str, *, shared: bool = False, allow_pickle: bool = False,
         (a producer's item) and a configured rate in items per second (0: not paced). The
         ``shmfifo producer`` and ``consumer`` commands set them; ``shmfifo set`` changes
         the rate.
+    spin_us: how long a blocking get polls for an item, in microseconds, before it sleeps
+        on the semaphore (0, the default: a few microseconds). Polling answers within a
+        microsecond or two where a sleeping consumer needs a wake-up (tens of them), at the
+        price of the CPU it spins: a bound longer than the time between items is a busy-poll,
+        a core for the consumer (README, Performance). It holds the GIL while it polls.
 
     Raises FifoNotFound if there is no such FIFO, DaemonNotRunning if its daemon is gone,
     CorruptSegment if the name holds something else, ForeignFifo if it belongs to another
     user, NoFreeEntry if its table is full.
     """
     return Fifo(name, shared=shared, allow_pickle=allow_pickle, role=role, param=param,
-                rate=rate)
+                rate=rate, spin_us=spin_us)
 
 
 class Attachment:
@@ -114,11 +122,13 @@ class Fifo:
 
     def __init__(self, name: str, *, shared: bool = False, allow_pickle: bool = False,
                  role: int = layout.ROLE_CLIENT, param: str = "", rate: float = 0.0,
-                 _lazy: bool = False) -> None:
+                 spin_us: float = 0.0, _lazy: bool = False) -> None:
         self.name = name
         self.shared = shared
+        if not isinstance(spin_us, (int, float)) or not 0 <= spin_us <= MAX_SPIN_US:
+            raise UsageError("spin_us", spin_us, f"use 0 to {MAX_SPIN_US:g} microseconds")
         self._options = {"role": role, "param": param, "rate": rate,
-                         "allow_pickle": allow_pickle}
+                         "allow_pickle": allow_pickle, "spin_us": spin_us}
         self.closed = False
         self._stop = False
         self._lock = threading.Lock()

@@ -173,7 +173,7 @@ class Client(Waiting):
     """
 
     def __init__(self, attachment, *, role=layout.ROLE_CLIENT, param="", rate=0.0,
-                 allow_pickle=False):
+                 allow_pickle=False, spin_us=0.0):
         seg = attachment.seg
         self.name = attachment.name
         self.closed = True
@@ -194,6 +194,7 @@ class Client(Waiting):
         self._ring = g.ring_offset // 8       # word index of ring[0]
         self._free = g.free_offset // 8       # word index of free[0]
         self._view = None         # the memoryview get_view lent out, while its block runs
+        self._spin_ns = int(spin_us * 1000)     # how long a blocking get polls (attach)
         self._fast_saved = None
         self._empty, self._fill, self._loans = seg.empty, seg.fill, seg.loans
         # Only an in-flight limit below what the clients can ever hold (every one a full
@@ -434,8 +435,12 @@ class Client(Waiting):
         fast = self._fast
         if fast is not None and not self._stop:
             taken = fast.get()
+            if taken is None and self._spin_ns and block:
+                taken = fast.get(self._spin_budget(timeout))
             if taken is not None:
                 return taken if type(taken) is not tuple else self._item(*taken)
+        elif self._spin_ns:
+            self._poll(block, timeout)
         self._enter()
         try:
             self._take(1, self._deadline(block, timeout))
@@ -445,6 +450,8 @@ class Client(Waiting):
 
     def get_message(self, block=True, timeout=None):
         """Like get, but return a :class:`Message` with the producer, sequence and put time."""
+        if self._spin_ns:
+            self._poll(block, timeout)
         self._enter()        # the slot is read after the take: nobody may release it
         try:
             fast = self._fast
@@ -460,6 +467,8 @@ class Client(Waiting):
         if not isinstance(max_items, int) or max_items < 1:
             raise UsageError("max_items", max_items, "use a whole number of 1 or more")
         max_items = min(max_items, self.batch_max)
+        if self._spin_ns:
+            self._poll(block, timeout)
         fast = self._fast
         taken = fast.get_many(max_items) if fast is not None and not self._stop else None
         if taken is not None:
@@ -561,6 +570,22 @@ class Client(Waiting):
         crash = self._crash
         if crash:
             crash("ack")
+
+    def _spin_budget(self, timeout):
+        return self._spin_ns if timeout is None else min(self._spin_ns, int(timeout * 1e9))
+
+    def _poll(self, block, timeout):
+        """Before a blocking get sleeps: poll ``fill`` for up to spin_us (within the timeout)
+        without taking anything; True as soon as an item is there. Holds the GIL. (On the C
+        path, get polls inside its take: ``fast.get(spin_ns)``.)"""
+        fill = self._fill
+        if not block or fill.value:
+            return bool(fill.value)
+        deadline = time.monotonic_ns() + self._spin_budget(timeout)
+        while not fill.value:
+            if time.monotonic_ns() >= deadline:
+                return False
+        return True
 
     # -- reading taken slots ----------------------------------------------------------------
 
@@ -904,11 +929,14 @@ class Client(Waiting):
             lock.acquire(CLOSE_ACK_WAIT)
         except (posix_ipc.BusyError, posix_ipc.SignalError):
             return
-        lock.release()     # _ack_section takes it again: held for a moment, not waited on
         try:
-            self._ack_section()
-        except (Park, Stopped, CorruptSegment):
-            pass
+            n = self._ack_push(lock)
+        except CorruptSegment:
+            return                           # (the lock was given back)
+        lock.release()
+        if self._use_loans:
+            for _ in range(n):
+                self._loans.release()
 
     def abandon(self):
         """Forget this client without touching shared memory: it belongs to the process

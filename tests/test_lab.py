@@ -120,7 +120,7 @@ def test_a_producer_blocks_on_a_full_queue(procs, fifo_name):
                "the producer blocks on the full FIFO")
     st = status_json(procs, fifo_name)
     assert (st["items"], st["capacity"]) == (4, 4)
-    assert st["semaphores"] == {"empty": 0, "fill": 4, "mutex": 1}
+    assert st["semaphores"] == {"empty": 0, "fill": 4, "mutex": 1, "loans": st["in_flight_max"]}
     [c] = st["clients"]
     assert (c["role"], c["pid"], c["item"], c["rate"], c["puts"], c["state"]) == \
         ("producer", producer.pid, "a", None, 4, "blocked on full")
@@ -153,7 +153,7 @@ def test_a_consumer_blocks_on_an_empty_queue(procs, fifo_name):
                "the consumer blocks on the empty FIFO")
     st = status_json(procs, fifo_name)
     assert st["items"] == 0
-    assert st["semaphores"] == {"empty": 4, "fill": 0, "mutex": 1}
+    assert st["semaphores"] == {"empty": 4, "fill": 0, "mutex": 1, "loans": st["in_flight_max"]}
     [c] = st["clients"]
     assert (c["role"], c["pid"], c["gets"], c["state"]) == \
         ("consumer", consumer.pid, 0, "blocked on empty")

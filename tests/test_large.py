@@ -219,3 +219,37 @@ def test_asyncio_waits_at_the_in_flight_limit_without_spinning(fifo_name, env, m
             got, cpu = asyncio.run(main())
             assert got == 2
             assert cpu < 0.3, cpu                  # half a second of waiting, not of spinning
+
+
+# -- polling before sleeping -------------------------------------------------------------------
+
+def test_a_polling_get_takes_what_arrives_and_keeps_its_timeout(fifo_name, env, monkeypatch):
+    """spin_us polls for items before sleeping: what arrives while it polls is taken, and a
+    timeout shorter than the poll is still the bound; get_nowait never polls."""
+    import threading
+    import time
+    monkeypatch.setattr("shmfifo.ring.USE_FASTPATH",
+                        env["SHMFIFO_PURE"] == "0" and shmfifo.ring._fastpath is not None)
+    with shmfifo.serve(fifo_name, capacity=4):
+        with shmfifo.attach(fifo_name, spin_us=200_000) as q, shmfifo.attach(fifo_name) as p:
+            threading.Timer(0.05, p.put, args=(b"late",)).start()
+            assert q.get() == b"late"               # arrived during the poll
+            started = time.monotonic()
+            with pytest.raises(shmfifo.Empty):
+                q.get(timeout=0.02)
+            assert time.monotonic() - started < 0.15
+            started = time.monotonic()
+            with pytest.raises(shmfifo.Empty):
+                q.get_nowait()
+            assert time.monotonic() - started < 0.05
+            p.put_many([b"a", b"b"])
+            assert q.get_many(2, timeout=1) == [b"a", b"b"]
+            p.put(b"m")
+            assert q.get_message(timeout=1).item == b"m"
+
+
+@pytest.mark.parametrize("bad", [-1, 2e6, "fast"])
+def test_spin_us_must_be_a_bound(fifo_name, bad):
+    with shmfifo.serve(fifo_name, capacity=4):
+        with pytest.raises(shmfifo.UsageError, match="spin_us"):
+            shmfifo.attach(fifo_name, spin_us=bad)

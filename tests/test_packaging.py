@@ -139,8 +139,9 @@ def test_without_a_compiler_the_install_warns_and_works_in_pure_python(dist, tmp
 def test_help_shows_every_option_of_attach_and_serve():
     attach = pydoc.render_doc(shmfifo.attach, renderer=pydoc.plaintext)
     assert "attach(name: 'str', *, shared: 'bool' = False, allow_pickle: 'bool' = False, " \
-           "role: 'int' = 0, param: 'str' = '', rate: 'float' = 0.0) -> 'Fifo'" in attach
-    for option in ("shared:", "allow_pickle:", "role, param, rate:"):
+           "role: 'int' = 0, param: 'str' = '', rate: 'float' = 0.0, spin_us: 'float' = 0.0) " \
+           "-> 'Fifo'" in attach
+    for option in ("shared:", "allow_pickle:", "role, param, rate:", "spin_us:"):
         assert f"\n    {option}" in attach, option
 
     serve = pydoc.render_doc(shmfifo.serve, renderer=pydoc.plaintext)

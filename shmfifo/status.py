@@ -39,7 +39,8 @@ __all__ = ["ClientStatus", "FifoStatus", "snapshot", "snapshot_all", "format_sta
 DEAD = "dead (recovery pending)"
 # Every state a client is shown in, for those who list them all (metrics.py counts clients
 # in each, zeros included).
-CLIENT_STATES = ("running", "blocked on full", "blocked on empty", "parked", "stopped", DEAD)
+CLIENT_STATES = ("running", "blocked on full", "blocked on empty", "blocked on in-flight limit",
+                 "parked", "stopped", DEAD)
 DAEMON_STATES = ("running", "recovering", "draining", "stopping", "corrupt", "gone")
 # How long to look for a moment between recoveries to read the totals at (see _totals).
 TOTALS_PATIENCE = 0.05

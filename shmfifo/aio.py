@@ -17,12 +17,18 @@ non-blocking ``get_nowait``/``put_nowait`` — as ``asyncio.Queue`` does. So:
   same pid), holding nothing while it sleeps.
 """
 
-import asyncio
 import collections
 import os
 import threading
 
 from .errors import Empty, FifoClosed, Full, HandleClosed, ShmfifoError, Stopped
+
+
+def _running_loop():
+    # asyncio is imported by whoever awaits; importing it with shmfifo cost every process
+    # (producers and consumers included) tens of milliseconds and megabytes at start-up.
+    import asyncio
+    return asyncio.get_running_loop()
 
 __all__ = ["get", "put", "get_many", "put_many"]
 
@@ -131,7 +137,7 @@ class _Watcher:
             os.close(self._wake_r)       # nothing can wait on a closed loop
             return
         try:
-            running = asyncio.get_running_loop()
+            running = _running_loop()
         except RuntimeError:
             running = None
         if running is loop:
@@ -171,7 +177,7 @@ def close_all(handle):
 
 
 def _watcher(handle, for_put):
-    loop = asyncio.get_running_loop()
+    loop = _running_loop()
     if handle.closed:
         raise HandleClosed(handle.name)
     states = handle._async
@@ -218,7 +224,7 @@ def _deadline(timeout):
     if timeout < 0:
         from .errors import UsageError
         raise UsageError("timeout", timeout, "use None, 0 or a positive number of seconds")
-    return asyncio.get_running_loop().time() + timeout
+    return _running_loop().time() + timeout
 
 
 async def _retry(handle, attempt, for_put, timeout, on_timeout):

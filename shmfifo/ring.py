@@ -76,7 +76,6 @@ and str items (same steps, words, fence and crash points); whenever a step would
 undoes what it took and this code does the whole operation.
 """
 
-import ctypes
 import os
 import sys
 import time
@@ -508,6 +507,7 @@ class Client(Waiting):
             # The view comes from an exporter of its own (a ctypes array over the payload), not
             # from the segment's memoryview: every memoryview or array made from the view then
             # refers to that exporter, so release_view can tell whether anything still does.
+            import ctypes     # only here: it costs every client start-up time and memory
             exporter = (ctypes.c_char * length).from_buffer(self._seg.mm,
                                                            off + SLOT_HEADER_SIZE)
             baseline = sys.getrefcount(exporter)

@@ -130,6 +130,18 @@ def accelerator():
     return "C" if USE_FASTPATH else "none (pure Python)"
 
 
+def _take_more(sem, held, limit):
+    """With ``held`` tokens of ``sem``, take more without waiting, up to ``limit`` in all;
+    return how many are held: the rest of a batch is never waited for (see put_many)."""
+    try:
+        while held < limit:
+            sem.acquire(0)
+            held += 1
+    except posix_ipc.BusyError:
+        pass
+    return held
+
+
 def _copy_words(w, src, src_at, dst, dst_at, cap, n):
     """Copy ``n`` words from list ``src`` (at index ``src_at``) to list ``dst`` (at
     ``dst_at``), each a ring of ``cap`` words starting at word ``src``/``dst`` of ``w``:
@@ -360,13 +372,7 @@ class Client(Waiting):
         got = 1
         want = len(records) - start
         if want > 1:
-            want = min(want, self.capacity)
-            try:
-                while got < want:
-                    empty.acquire(0)
-                    got += 1
-            except posix_ipc.BusyError:
-                pass
+            got = _take_more(empty, got, min(want, self.capacity))
         if crash:
             crash("put.empty")
         lock = self._put_lock
@@ -749,13 +755,7 @@ class Client(Waiting):
                 loans.acquire(0)
             except posix_ipc.BusyError:
                 self._wait_token(loans, deadline, BLOCKED_IN_FLIGHT, False)
-            limit = 1
-            try:
-                while limit < max_items:
-                    loans.acquire(0)
-                    limit += 1
-            except posix_ipc.BusyError:
-                pass
+            limit = _take_more(loans, 1, max_items)
         try:
             try:
                 fill.acquire(0)
@@ -766,13 +766,7 @@ class Client(Waiting):
                 for _ in range(limit):
                     loans.release()
             raise
-        got = 1
-        try:
-            while got < limit:
-                fill.acquire(0)
-                got += 1
-        except posix_ipc.BusyError:
-            pass
+        got = _take_more(fill, 1, limit)
         if self._use_loans:
             for _ in range(limit - got):
                 loans.release()
@@ -804,13 +798,7 @@ class Client(Waiting):
             if not combined:
                 self._ack_section()
         if combined:
-            got = 1
-            try:
-                while got < max_items:
-                    fill.acquire(0)
-                    got += 1
-            except posix_ipc.BusyError:
-                pass
+            got = _take_more(fill, 1, max_items)
         else:
             got = self._take_tokens(max_items, deadline)
         if crash:

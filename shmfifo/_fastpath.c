@@ -139,9 +139,10 @@ typedef struct {
     uint64_t blocked_full, blocked_empty;
     /* geometry, bytes */
     Py_ssize_t pool, slot_size, item_size, header;
-    /* the slot header as u64 words: word 0 = length | tag << tag_shift (layout.py) */
+    /* the slot header as u64 words: word 0 = length | tag << tag_shift | host << host_shift
+     * (layout.py); a put here writes host 0, this machine */
     Py_ssize_t producer_word, seq_word, put_ns_word;
-    int tag_shift;
+    int tag_shift, host_shift;
     uint64_t nslots, batch_max, pid;
     /* the tag of the raw tuple for a record naming a slot beyond the pool (record_item) */
     uint64_t bad_slot;
@@ -201,7 +202,8 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
         "PUTTING", "GETTING", "IDLE", "RUNNING", "STOPPED", "PREPARED", "TAKEN", "NONE",
         "TAG_BYTES", "TAG_STR", "BLOCKED_FULL", "BLOCKED_EMPTY",
         "pool", "slot_size", "item_size", "header_size",
-        "tag_shift", "producer_word", "seq_word", "put_ns_word", "nslots", "batch_max",
+        "tag_shift", "host_shift", "producer_word", "seq_word", "put_ns_word", "nslots",
+        "batch_max",
         "pid", "BAD_SLOT", "use_loans", NULL};
     PyObject *buffer;
     const char *n_empty, *n_fill, *n_put, *n_take, *n_loans;
@@ -212,7 +214,7 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
     }
     if (!PyArg_ParseTupleAndKeywords(args, kwds,
                                      "$Osssss" "nnnnnnn" "nnnnnn" "nnn" "KKKKKKKKKKKK" "nnnn"
-                                     "innnKKKKp",
+                                     "iinnnKKKKp",
                                      kwlist, &buffer, &n_empty, &n_fill, &n_put, &n_take,
                                      &n_loans, &self->h_head, &self->h_tail,
                                      &self->h_free_head, &self->h_free_tail, &self->h_debt,
@@ -225,7 +227,7 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds) {
                                      &self->taken, &self->none, &self->tag_bytes,
                                      &self->tag_str, &self->blocked_full, &self->blocked_empty,
                                      &self->pool, &self->slot_size, &self->item_size,
-                                     &self->header, &self->tag_shift,
+                                     &self->header, &self->tag_shift, &self->host_shift,
                                      &self->producer_word, &self->seq_word,
                                      &self->put_ns_word, &nslots, &batch_max, &pid,
                                      &self->bad_slot, &self->use_loans))
@@ -494,7 +496,7 @@ slow:
 /* Item i of the in-flight record, copied out of its slot while the take's caller still
  * holds the GIL: bytes or str; or, for any other type and for anything that is not a clean
  * bytes or str item (a length beyond the item size, bytes that are not UTF-8), a raw tuple
- * (tag, payload, length, producer, seq) for Python to decode or reject (Client._item) without
+ * (tag, payload, length, producer, seq, host) for Python to decode or reject (Client._item) without
  * reading the record again, which another thread may have released by then. The payload is
  * never read past the slot, whatever the length word says. *raw is set to 1 for a tuple. */
 static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
@@ -502,8 +504,8 @@ static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
     if (slot_no >= self->nslots) {
         /* A ring word no put writes: Python names it (Client._item on this raw tuple). */
         *raw = 1;
-        return Py_BuildValue("(Ky#KKK)", (unsigned long long)self->bad_slot, "", (Py_ssize_t)0,
-                             (unsigned long long)slot_no, 0ull, 0ull);
+        return Py_BuildValue("(Ky#KKKK)", (unsigned long long)self->bad_slot, "",
+                             (Py_ssize_t)0, (unsigned long long)slot_no, 0ull, 0ull, 0ull);
     }
     char *slot = self->base + self->pool + (Py_ssize_t)slot_no * self->slot_size;
     uint64_t *hdr = (uint64_t *)slot;
@@ -527,10 +529,11 @@ static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
     PyObject *payload = PyByteArray_FromStringAndSize(slot + self->header, readable);
     if (payload == NULL)
         return NULL;
-    return Py_BuildValue("(KNKKK)", (unsigned long long)tag, payload,
+    return Py_BuildValue("(KNKKKK)", (unsigned long long)tag, payload,
                          (unsigned long long)length,
                          (unsigned long long)hdr[self->producer_word],
-                         (unsigned long long)hdr[self->seq_word]);
+                         (unsigned long long)hdr[self->seq_word],
+                         (unsigned long long)(hdr[0] >> self->host_shift));
 }
 
 /* A Ring that is closed (its handle was closed by another thread between the caller's look at

@@ -7,6 +7,7 @@
     shmfifo set NAME PID rate=R                      change a rate       (writable parameter)
     shmfifo clean NAME                               remove a dead FIFO's names
     shmfifo doctor [--size N] [--item-size B]        can this machine run a FIFO?
+    shmfifo bridge SRC DST                           a FIFO to a Redis stream, or back
     shmfifo demo                                     a 10-second demo on defaults
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 3 FIFO not found (or its daemon is
@@ -320,6 +321,48 @@ def build_parser():
     p.add_argument("--json", action="store_true",
                    help="print JSON: a list of {name, ok, detail, fix}")
 
+    p = sub.add_parser("bridge", formatter_class=fmt, epilog=EXIT_CODES,
+                       help="carry items between a FIFO and a Redis stream (across hosts)",
+                       description="Carry items from SRC to DST, one of them a FIFO name and "
+                                   "the other a URL redis://[user:password@]host[:port][/db]/"
+                                   "STREAM (rediss:// for TLS; the password may instead be in "
+                                   "REDISCLI_AUTH, which keeps it out of the process list). "
+                                   "FIFO -> stream acknowledges an item in the FIFO only once "
+                                   "Redis has it; stream -> FIFO reads in a consumer group "
+                                   "and acknowledges an entry only once it is in the FIFO. "
+                                   "So a kill -9 of either loses nothing; re-sent items may "
+                                   "arrive twice, and are counted. Needs redis-py (pip "
+                                   "install 'shmfifo[redis]').")
+    p.add_argument("src", metavar="SRC", help="a FIFO name, or a redis:// URL")
+    p.add_argument("dst", metavar="DST", help="a redis:// URL, or a FIFO name")
+    p.add_argument("--group", default=None,
+                   help="the consumer group that readers of the stream share (default: "
+                        "shmfifo); the sending bridge creates it, so that nothing is trimmed "
+                        "before the group has read it")
+    p.add_argument("--maxlen", type=_positive_int("maxlen"), default=None,
+                   help="FIFO -> stream: the most entries the stream holds; only entries "
+                        "every group has acknowledged are trimmed, and when none can be, the "
+                        "bridge waits and the items stay in the FIFO (default: 100000)")
+    p.add_argument("--batch", type=_positive_int("batch"), default=None,
+                   help="the most items per round trip to Redis (default: 256; FIFO -> "
+                        "stream: at most the FIFO's batch size)")
+    p.add_argument("--claim-idle", type=_seconds("claim-idle"), default=None,
+                   help="stream -> FIFO: take over entries another bridge of the group read "
+                        "and has not acknowledged for this many seconds (default: 30); those "
+                        "of a bridge of this host whose process is gone are taken at once")
+    p.add_argument("--pack", type=_positive_int("pack"), default=None,
+                   help="FIFO -> stream: put up to this many items in one stream entry "
+                        "(default: 1, an entry per item, which any Redis client can read). "
+                        "Redis then spends its time per entry, not per item: several times "
+                        "the items/s; --maxlen then counts entries. The receiving bridge "
+                        "reads either")
+    p.add_argument("--host-name", default=None,
+                   help="FIFO -> stream: the name this host goes by in the items' origin "
+                        "(default: its host name, socket.gethostname())")
+    p.add_argument("--shared", action="store_true",
+                   help="accept a FIFO of another user (see attach(shared=True))")
+    _add_verbosity(p)
+
     p = sub.add_parser("demo", formatter_class=fmt, epilog=EXIT_CODES,
                        help="a daemon, two producers and a consumer for about 10 seconds",
                        description="Start a daemon, two producers with different items and "
@@ -521,6 +564,30 @@ def _cmd_doctor(args):
     return EXIT_OK if all(check.ok for check in checks) else EXIT_ERROR
 
 
+def _cmd_bridge(args):
+    from . import bridge
+    log = logs.setup("bridge", args.verbosity)
+    options = {key: value for key, value in (
+        ("group", args.group), ("maxlen", args.maxlen), ("batch", args.batch),
+        ("claim_idle", args.claim_idle), ("host_name", args.host_name),
+        ("pack", args.pack)) if value is not None}
+    if not bridge.is_url(args.src) and not bridge.is_url(args.dst):
+        raise _Usage("one of SRC and DST must be a redis:// URL, the other a FIFO name")
+    if bridge.is_url(args.src) and bridge.is_url(args.dst):
+        raise _Usage("one of SRC and DST must be a FIFO name: a bridge joins a FIFO and a "
+                     "stream")
+    names.validate(args.dst if bridge.is_url(args.src) else args.src)
+    for option in ("maxlen", "pack"):
+        if option in options and bridge.is_url(args.src):
+            raise _Usage(f"--{option} goes with a bridge to a stream (FIFO -> stream)")
+    if "claim_idle" in options and bridge.is_url(args.dst):
+        raise _Usage("--claim-idle goes with a bridge from a stream (stream -> FIFO)")
+    if "host_name" in options and (bridge.is_url(args.src) or not args.host_name.strip()):
+        raise _Usage("--host-name goes with a bridge to a stream (FIFO -> stream), and must "
+                     "not be empty")
+    return bridge.run_bridge(args.src, args.dst, shared=args.shared, log=log, **options)
+
+
 def _cmd_demo(args):
     from .demo import run_demo
     return run_demo(args.seconds)
@@ -528,7 +595,7 @@ def _cmd_demo(args):
 
 COMMANDS = {"fifo": _cmd_fifo, "producer": _cmd_producer, "consumer": _cmd_consumer,
             "status": _cmd_status, "set": _cmd_set, "clean": _cmd_clean, "demo": _cmd_demo,
-            "doctor": _cmd_doctor}
+            "doctor": _cmd_doctor, "bridge": _cmd_bridge}
 
 
 def main(argv=None):

@@ -115,7 +115,8 @@ def json_record(message, now_ns):
     else:
         value, kind = repr(item), "object"
     record = {"item": value, "type": kind, **record, "producer": message.producer,
-              "seq": message.seq, "latency_us": round((now_ns - message.put_ns) / 1000, 1)}
+              "seq": message.seq, "host": message.host,
+              "latency_us": round((now_ns - message.put_ns) / 1000, 1)}
     return json.dumps(record)
 
 
@@ -224,11 +225,13 @@ def _take(fifo, n, output, raw):
             # Shown, never unpickled: other users can write this FIFO.
             output.warn_once("untrusted", str(x))
             if not raw:
-                messages.append(Message(Refused(len(x.payload)), x.producer, x.seq, x.put_ns))
+                messages.append(Message(Refused(len(x.payload)), x.producer, x.seq, x.put_ns,
+                                        getattr(x, "host", None)))
         elif isinstance(x, NumpyNotInstalled):
             output.warn_once("numpy", str(x))
             if not raw:
-                messages.append(Message(Undecoded(x), x.producer, x.seq, x.put_ns))
+                messages.append(Message(Undecoded(x), x.producer, x.seq, x.put_ns,
+                                        getattr(x, "host", None)))
         elif isinstance(x, CorruptItem):
             output.log.warning("%s", x)
         else:

@@ -1,7 +1,7 @@
 """``shmfifo doctor``: can this machine run a FIFO? One line per check, each problem with its fix.
 
     $ shmfifo doctor
-    ok       /dev/shm: tmpfs, 23.5 GiB free (a FIFO of 32 × 128 B for 32 clients needs 248 KiB)
+    ok       /dev/shm: tmpfs, 23.5 GiB free (a FIFO of 32 × 128 B for 32 clients needs 252 KiB)
     ok       RemoveIPC: yes (systemd's default), but it spares root and system users (uid 0 ≤ 999)
     ok       semaphores: created, posted, acquired with a timeout and removed one
     ok       C accelerator: built and in use (_fastpath.cpython-311-x86_64-linux-gnu.so)

@@ -144,6 +144,7 @@ class ItemNotDecoded(ShmfifoError):
 
     items: list
     put_ns: int | None
+    host: str | None = None       # the origin host, when known (Message.host)
 
 
 class UntrustedItem(ItemNotDecoded):
@@ -151,17 +152,20 @@ class UntrustedItem(ItemNotDecoded):
     code of the writer's choosing). The item was taken; ``payload`` holds its bytes."""
 
     def __init__(self, name: str, payload: bytes, producer: int | None = None,
-                 seq: int | None = None, put_ns: int | None = None) -> None:
+                 seq: int | None = None, put_ns: int | None = None,
+                 bridged: bool = False) -> None:
         self.name = name
         self.payload = payload
         self.producer = producer
         self.seq = seq
         self.put_ns = put_ns
+        writers = ("it came over a bridge, and whoever can write to the bridge's stream could "
+                   "have written it" if bridged else
+                   "users other than you can write to that FIFO")
         super().__init__(
             f"item{_origin(producer, seq)} of FIFO {name!r} is a pickled object of "
-            f"{len(payload)} bytes, and users other than you can write to that FIFO: not "
-            f"unpickled (attach with allow_pickle=True, or --allow-pickle, if you trust all of "
-            f"them)")
+            f"{len(payload)} bytes, and {writers}: not unpickled (attach with "
+            f"allow_pickle=True, or --allow-pickle, if you trust all of them)")
 
 
 class CorruptItem(ItemNotDecoded):

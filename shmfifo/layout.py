@@ -1,13 +1,13 @@
 """The shared-memory layout of a FIFO, declared once.
 
-A segment is a header, a table of client entries, the ring, the free list and the pool of
-slots::
+A segment is a header, a table of client entries, a table of host names, the ring, the free
+list and the pool of slots::
 
-    0         HEADER_SIZE         ring_offset       free_offset       pool_offset
-    +---------+-------------------+-----------------+-----------------+----------------------+
-    | header  | entry 0 | .. |    | ring: NSLOTS    | free: NSLOTS    | slot 0 | slot 1 | .. |
-    |48 words | max_clients       | slot numbers    | slot numbers    | NSLOTS slots         |
-    +---------+-------------------+-----------------+-----------------+----------------------+
+    0         HEADER_SIZE      hosts_offset  ring_offset     free_offset     pool_offset
+    +---------+----------------+-------------+---------------+---------------+-----------------+
+    | header  | entry 0 | ..   | host 1 | .. | ring: NSLOTS  | free: NSLOTS  | slot 0 | .. |   |
+    |48 words | max_clients    | MAX_HOSTS   | slot numbers  | slot numbers  | NSLOTS slots    |
+    +---------+----------------+-------------+---------------+---------------+-----------------+
 
 An item lives in a slot of the pool from its put until its consumer acknowledges it; what
 moves through the FIFO is the slot's number. The ring holds the numbers of the queued items
@@ -33,20 +33,30 @@ taken and not yet acknowledged (the ``loans`` semaphore counts what is left of t
      34 DAEMON_PID  35 DAEMON_START (ms)  36 JOURNAL_ENTRY (entry + 1, 0 = none)
      37 JOURNAL_TAIL  38 REQUEUED  39 RECOVERIES  40 BLOCKER (pid delaying a recovery)
      41 DISCARDED
+     42 HOSTS     host table entries published (written last, under the put lock)
 
     client entry (ENTRY_WORDS words, then PARAM_BYTES of text, then the in-flight record):
       0 STATE (FREE/ACTIVE)  1 PID  2 START (process create time, ms)  3 ROLE  4 PHASE
       5 ACK (epoch this client parked for)
       6 RATE (float64 items/s, a writable parameter; 0 = not paced, inf = unlimited)
       7 PUTS  8 GETS  9 INFLIGHT (NONE/PREPARED/TAKEN)  10 INFLIGHT_INDEX  11 INFLIGHT_N
-     12 ATTACHED (wall ns)  13-15 reserved
-      param text at byte 128: the client's item, UTF-8, for status
+     12 ATTACHED (wall ns)  13 RESENT (a bridge: items sent again, possible duplicates)
+     14 LINK (a bridge: LINK_UP, LINK_DOWN or 0 before its first connection)  15 reserved
+      param text at byte 128: the client's item, UTF-8, for status (a bridge: its peer)
       in-flight record at byte 192: BATCH_MAX words, the slot numbers taken (INFLIGHT_N
       of them) and not yet acknowledged
 
-    slot (SLOT_SIZE bytes, a multiple of 64): SLOT_HEADER (length u32, type tag u16, pad,
-          producer pid u64, seq u64, put time u64 monotonic ns), then the payload, ITEM_SIZE
-          bytes at most, encoded as its type tag says (items.py declares the payload headers).
+    host table entry (HOST_ENTRY_SIZE bytes): the name's length (u64), then the name, UTF-8,
+      HOST_NAME_BYTES at most. Entries are only appended (by a bridge, under the put lock, the
+      name before the count) and never change: a host number in a slot stays valid.
+
+    slot (SLOT_SIZE bytes, a multiple of 64): SLOT_HEADER (length u32, type tag u16, host
+          u16, producer pid u64, seq u64, put time u64 monotonic ns), then the payload,
+          ITEM_SIZE bytes at most, encoded as its type tag says (items.py declares the payload
+          headers). Host 0 is this machine: producer and seq are a local process's; host k is
+          entry k of the host table: the item came over a bridge, and producer and seq are
+          those of its producer on that host. HOST_UNKNOWN: a host the full table could not
+          name.
 
 Every word that another process reads while it may change is an aligned u64 read and written
 through ``memoryview(mm).cast('Q')``, never with ``struct.pack_into`` (which zeroes the bytes
@@ -63,7 +73,9 @@ import struct
 __all__ = ["MAGIC", "VERSION", "BASE", "HEADER_SIZE", "SLOT_HEADER", "Geometry"]
 
 MAGIC = int.from_bytes(b"SHMFIFO1", "little")
-VERSION = 2         # 2: items stay in a pool slot until acknowledged (no spare slots, no copy)
+# 2: items stay in a pool slot until acknowledged (no spare slots, no copy); 3: an item's
+# origin host (slot header, host table)
+VERSION = 3
 BASE = 1 << 32
 WORD = 8
 HEADER_WORDS = 48
@@ -76,6 +88,7 @@ H_HEAD, H_FREE_TAIL = 16, 17    # their own 64-byte line: producers write them, 
 H_TAIL, H_FREE_HEAD, H_DEBT = 24, 25, 26   # their own line: consumers (and the daemon)
 H_STATE, H_EPOCH, H_DAEMON_PID, H_DAEMON_START = 32, 33, 34, 35
 H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_REQUEUED, H_RECOVERIES, H_BLOCKER, H_DISCARDED = range(36, 42)
+H_HOSTS = 42
 
 FLAG_SPLIT_LOCKS = 1
 
@@ -88,6 +101,8 @@ STATE_NAMES = {RUNNING: "running", DRAINING: "draining", STOPPED: "stopped", COR
 # entry words
 E_STATE, E_PID, E_START, E_ROLE, E_PHASE, E_ACK, E_RATE, E_PUTS, E_GETS = range(9)
 E_INFLIGHT, E_INFLIGHT_INDEX, E_INFLIGHT_N, E_ATTACHED = range(9, 13)
+# a bridge's words: items re-sent (possible duplicates downstream) and its link to the peer
+E_RESENT, E_LINK = 13, 14
 ENTRY_WORDS = 16
 PARAM_OFFSET = ENTRY_WORDS * WORD
 PARAM_BYTES = 64
@@ -98,8 +113,12 @@ INFLIGHT_OFFSET = PARAM_OFFSET + PARAM_BYTES
 FREE, ACTIVE, RETURNED = 0, 1, 2
 
 # E_ROLE values
-ROLE_CLIENT, ROLE_PRODUCER, ROLE_CONSUMER = 0, 1, 2
-ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_PRODUCER: "producer", ROLE_CONSUMER: "consumer"}
+ROLE_CLIENT, ROLE_PRODUCER, ROLE_CONSUMER, ROLE_BRIDGE = 0, 1, 2, 3
+ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_PRODUCER: "producer", ROLE_CONSUMER: "consumer",
+              ROLE_BRIDGE: "bridge"}
+
+# E_LINK values
+LINK_UP, LINK_DOWN = 1, 2
 
 # E_PHASE values. Only IDLE (holds nothing) and PARKED (acked the current epoch) are quiescent.
 # BLOCKED_IN_FLIGHT: a consumer waits for others to acknowledge (every `loans` token is out).
@@ -112,15 +131,25 @@ PHASE_NAMES = {IDLE: "running", PUTTING: "putting", GETTING: "getting",
 # TAKEN: the slots named in the record are this client's until it acknowledges them.
 NONE, PREPARED, TAKEN = 0, 1, 2
 
-# length, type tag, (pad), producer pid, producer sequence number, put time (monotonic ns)
-SLOT_HEADER = struct.Struct("<IHxxQQQ")
+# length, type tag, origin host, producer pid, producer sequence number, put time (monotonic ns)
+SLOT_HEADER = struct.Struct("<IHHQQQ")
 SLOT_HEADER_SIZE = SLOT_HEADER.size
 # The same header as u64 words, as the C fast path writes it and a reader may read it in one
-# load: word 0 holds length | tag << TAG_SHIFT; then producer, seq and put time.
+# load: word 0 holds length | tag << TAG_SHIFT | host << HOST_SHIFT; then producer, seq and
+# put time.
 TAG_SHIFT = 32
+HOST_SHIFT = 48
 S_LENGTH_TAG, S_PRODUCER, S_SEQ, S_PUT_NS = range(4)
-assert SLOT_HEADER.size == 4 * 8 and SLOT_HEADER.pack(5, 7, 11, 13, 17) == struct.pack(
-    "<4Q", 5 | 7 << TAG_SHIFT, 11, 13, 17), "SLOT_HEADER and its word view disagree"
+assert SLOT_HEADER.size == 4 * 8 and SLOT_HEADER.pack(5, 7, 3, 11, 13, 17) == struct.pack(
+    "<4Q", 5 | 7 << TAG_SHIFT | 3 << HOST_SHIFT, 11, 13, 17), \
+    "SLOT_HEADER and its word view disagree"
+
+# The host table: names of the hosts that items came from over a bridge (host 0, this
+# machine, has no entry). A name longer than HOST_NAME_BYTES is cut at a character boundary.
+MAX_HOSTS = 64
+HOST_ENTRY_SIZE = 64
+HOST_NAME_BYTES = HOST_ENTRY_SIZE - WORD
+HOST_LOCAL, HOST_UNKNOWN = 0, 0xFFFF
 
 
 def slot_length(word0):
@@ -131,6 +160,11 @@ def slot_length(word0):
 def slot_tag(word0):
     """The type tag in a slot header's first word."""
     return word0 >> TAG_SHIFT & 0xFFFF
+
+
+def slot_host(word0):
+    """The origin host number in a slot header's first word (0: this machine)."""
+    return word0 >> HOST_SHIFT
 
 # item type tags: what a slot's payload is (items.py says how each is encoded)
 TAG_BYTES, TAG_STR, TAG_INT, TAG_PICKLE = 1, 2, 3, 4
@@ -199,8 +233,16 @@ class Geometry:
         return HEADER_SIZE
 
     @property
-    def ring_offset(self):
+    def hosts_offset(self):
         return HEADER_SIZE + self.max_clients * self.entry_size
+
+    def host_offset(self, number):
+        """Byte offset of host table entry ``number`` (1 .. MAX_HOSTS)."""
+        return self.hosts_offset + (number - 1) * HOST_ENTRY_SIZE
+
+    @property
+    def ring_offset(self):
+        return self.hosts_offset + MAX_HOSTS * HOST_ENTRY_SIZE
 
     @property
     def free_offset(self):

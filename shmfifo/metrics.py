@@ -134,7 +134,15 @@ class FifoCollector:
             labels=["fifo", "role", "pid", "entry"])
         count = CounterMetricFamily(
             "shmfifo_client_items", "Items a client has put (producer), taken (consumer) or "
-            "both (library client) since it attached", labels=["fifo", "role", "pid", "entry"])
+            "both (library client) since it attached; a bridge, what it carried", labels=[
+                "fifo", "role", "pid", "entry"])
+        resent = CounterMetricFamily(
+            "shmfifo_bridge_resent", "Items a bridge sent again after an error or took over "
+            "from a dead bridge: duplicates downstream at most", labels=["fifo", "pid", "entry",
+                                                                         "peer"])
+        link = GaugeMetricFamily(
+            "shmfifo_bridge_up", "1 while a bridge reaches its peer, 0 while it retries",
+            labels=["fifo", "pid", "entry", "peer"])
         for name, st in found:
             readable = not isinstance(st, Exception)
             up.add_metric([name], 1 if readable and st.daemon != "gone" else 0)
@@ -152,12 +160,17 @@ class FifoCollector:
                 if c.rate != 0:
                     rate.add_metric(labels, math.inf if c.rate is None else c.rate)
                 count.add_metric(labels, c.count)
+                if c.role == "bridge":
+                    peer = [name, str(c.pid), str(c.index), c.item[2:]]   # after the arrow
+                    resent.add_metric(peer, c.resent)
+                    link.add_metric(peer, 1 if c.link == "up" else 0)
             for (role, state), n in by_state.items():
                 clients.add_metric([name, role, state], n)
         yield up
         yield scrape_error
         # The others only where a FIFO gave them values: no headers without a sample.
-        for family in [f for f, _ in gauges + counters] + [daemon, clients, rate, count]:
+        for family in [f for f, _ in gauges + counters] + [daemon, clients, rate, count,
+                                                           resent, link]:
             if family.samples:
                 yield family
 

@@ -82,7 +82,7 @@ import time
 
 import posix_ipc
 
-from . import crashpoints, layout, lease, names, table
+from . import crashpoints, hosts, layout, lease, names, table
 from .errors import (CorruptItem, CorruptSegment, Empty, FifoClosed, Full, HandleClosed,
                      ItemNotDecoded, ItemTooLarge, NumpyNotInstalled, Stopped, UntrustedItem,
                      UsageError, ViewInUse)
@@ -93,7 +93,8 @@ from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, BLOCKED_IN_FLIGHT, CORRUPT, E_
                      E_STATE, FREE, RETURNED, GETTING, H_DEBT, H_EPOCH, H_FREE_HEAD,
                      H_FREE_TAIL, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PREPARED, PUTTING,
                      RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER, SLOT_HEADER_SIZE,
-                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, slot_length, slot_tag)
+                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, slot_host, slot_length,
+                     slot_tag)
 from .waiting import Park, Waiting, fence_acquire, fence_release
 
 try:
@@ -155,19 +156,22 @@ def _copy_words(w, src, src_at, dst, dst_at, cap, n):
 
 
 class Message:
-    """An item with where it came from: the producer's pid, its sequence number, put time."""
+    """An item with where it came from: the producer's pid and its sequence number on host
+    ``host`` (this machine's name, or the producer's host for an item that came over a
+    bridge; None if the FIFO's host table could not name it), and the put time here."""
 
-    __slots__ = ("item", "producer", "seq", "put_ns")
+    __slots__ = ("item", "producer", "seq", "put_ns", "host")
 
-    def __init__(self, item, producer, seq, put_ns):
+    def __init__(self, item, producer, seq, put_ns, host=None):
         self.item = item
         self.producer = producer
         self.seq = seq
         self.put_ns = put_ns
+        self.host = host
 
     def __repr__(self):
         return (f"Message(item={self.item!r}, producer={self.producer}, seq={self.seq}, "
-                f"put_ns={self.put_ns})")
+                f"put_ns={self.put_ns}, host={self.host!r})")
 
 
 class Client(Waiting):
@@ -216,6 +220,8 @@ class Client(Waiting):
         # Unpickling runs code that the item's writer chose: only when no other user can
         # have written the FIFO (segment.py's trust check), or when the caller says so.
         self._pickles_ok = seg.trusted or allow_pickle
+        self._allow_pickle = allow_pickle
+        self._hosts = {}          # host name -> number in the host table (_host_number)
         self.pid = os.getpid()
         self._seq = 0
         # Seconds spent waiting for a free slot or an item (not for a lock): a rate loop
@@ -247,6 +253,7 @@ class Client(Waiting):
             BLOCKED_FULL=BLOCKED_FULL, BLOCKED_EMPTY=BLOCKED_EMPTY, debt=H_DEBT,
             loans=names.sem_name(name, "loans"), pool=self._pool, slot_size=self._slot_size,
             item_size=self.item_size, header_size=SLOT_HEADER_SIZE, tag_shift=TAG_SHIFT,
+            host_shift=layout.HOST_SHIFT,
             producer_word=S_PRODUCER, seq_word=S_SEQ, put_ns_word=S_PUT_NS,
             nslots=self._nslots, batch_max=self.batch_max, pid=self.pid, BAD_SLOT=BAD_SLOT,
             use_loans=self._use_loans)
@@ -328,12 +335,12 @@ class Client(Waiting):
         finally:
             self._active.pop()
 
-    def _put_records(self, records, deadline):
+    def _put_records(self, records, deadline, origins=None):
         done = 0
         total = len(records)
         while done < total:
             try:
-                done += self._put_run(records, done, deadline)
+                done += self._put_run(records, done, deadline, origins)
             except Park:
                 try:
                     if not self._park(deadline):
@@ -352,8 +359,10 @@ class Client(Waiting):
             raise error
 
     @_hot_path
-    def _put_run(self, records, start, deadline):
-        """Put records[start:] into as many free slots as can be had: one lock section."""
+    def _put_run(self, records, start, deadline, origins=None):
+        """Put records[start:] into as many free slots as can be had: one lock section.
+        ``origins`` (a bridge's): for each record, the (host name, producer, seq) it came
+        with, written into its slot instead of this client's own."""
         w, b, e = self._w, self._b, self._e
         crash = self._crash
         empty = self._empty
@@ -391,6 +400,10 @@ class Client(Waiting):
             raise self._corrupt("the free list holds fewer slots than tokens were taken")
         pid, seq, now = self.pid, self._seq, time.monotonic_ns()
         pack = SLOT_HEADER.pack_into
+        if origins is not None:
+            # host numbers, under the put lock that every writer of the host table holds
+            origin = [(self._host_number(host), producer, number)
+                      for host, producer, number in origins[start:start + got]]
         first = ftail % cap
         slots = (w[free + first:free + first + got] if first + got <= cap else
                  w[free + first:free + cap].tolist() + w[free:free + first + got - cap].tolist())
@@ -407,7 +420,10 @@ class Client(Waiting):
             else:
                 n = len(payload)
                 b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
-            pack(b, off, n, tag, pid, seq, now)
+            if origins is None:
+                pack(b, off, n, tag, 0, pid, seq, now)
+            else:
+                pack(b, off, n, tag, *origin[k], now)
         _copy_words(w, free, first, ring, head % cap, cap, got)
         if crash:
             crash("put.written")
@@ -431,6 +447,16 @@ class Client(Waiting):
         if crash:
             crash("put.done")
         return got
+
+    def _host_number(self, name):
+        """The host table's number for ``name`` (hosts.number_of, under the put lock): an
+        entry never changes once published, so each client keeps what it has looked up."""
+        number = self._hosts.get(name)
+        if number is None:
+            number = hosts.number_of(self._seg, name)
+            if number != layout.HOST_UNKNOWN:
+                self._hosts[name] = number
+        return number
 
     # -- get --------------------------------------------------------------------------------
 
@@ -486,13 +512,52 @@ class Client(Waiting):
             items = []
             for k in range(n):
                 off = self._taken_slot(k)
-                length, tag, producer, seq, _ = SLOT_HEADER.unpack_from(self._b, off)
+                length, tag, _, _, _, _ = SLOT_HEADER.unpack_from(self._b, off)
                 if tag == TAG_BYTES and length <= self.item_size:
                     start = off + SLOT_HEADER_SIZE
                     items.append(self._seg.mm[start:start + length])   # one copy, to bytes
                 else:
                     items.append(self._raw(off))
             return self._decode_batch(items)
+        finally:
+            self._active.pop()
+
+    def take_records(self, max_items, block=True, timeout=None):
+        """A bridge's get: like get_many, but each item as its slot holds it, never decoded
+        (nothing is unpickled): (type tag, encoded payload as bytes, host name, producer,
+        seq). Raises CorruptItem for a slot whose length word exceeds the item size, having
+        taken the batch (the next take acknowledges it, as get does)."""
+        max_items = min(max_items, self.batch_max)
+        if self._spin_ns:
+            self._poll(block, timeout)
+        self._enter()
+        try:
+            n = self._take(max_items, self._deadline(block, timeout))
+            seg, b, mm, limit = self._seg, self._b, self._seg.mm, self.item_size
+            records = []
+            for k in range(n):
+                off = self._taken_slot(k)
+                length, tag, host, producer, seq, _ = SLOT_HEADER.unpack_from(b, off)
+                if length > limit:
+                    raise CorruptItem(self.name, f"its length word says {length} bytes, more "
+                                                 f"than the {limit} of a slot", producer, seq)
+                start = off + SLOT_HEADER_SIZE
+                records.append((tag, mm[start:start + length], hosts.name_of(seg, host),
+                                producer, seq))
+            return records
+        finally:
+            self._active.pop()
+
+    def put_records(self, records, origins, block=True, timeout=None):
+        """A bridge's put: like put_many, of items already encoded, (type tag, payload), each
+        with the origin it came with, (host name, producer, seq), which its slot keeps."""
+        limit = self.item_size
+        for _, payload in records:
+            if len(payload) > limit:
+                raise ItemTooLarge(len(payload), limit, self.name)
+        self._enter()
+        try:
+            self._put_records(records, self._deadline(block, timeout), origins)
         finally:
             self._active.pop()
 
@@ -608,45 +673,47 @@ class Client(Waiting):
         return self._pool + slot * self._slot_size
 
     def _raw(self, off):
-        """The raw (tag, payload, length, producer, seq) of the slot at ``off``, the payload
-        copied and never read past the slot, for _item to decode or refuse."""
-        length, tag, producer, seq, _ = SLOT_HEADER.unpack_from(self._b, off)
+        """The raw (tag, payload, length, producer, seq, host) of the slot at ``off``, the
+        payload copied and never read past the slot, for _item to decode or refuse."""
+        length, tag, host, producer, seq, _ = SLOT_HEADER.unpack_from(self._b, off)
         start = off + SLOT_HEADER_SIZE
         # a bytearray: the one copy, which the decoded item keeps (items.decode)
         payload = bytearray(self._b[start:start + min(length, self.item_size)])
-        return tag, payload, length, producer, seq
+        return tag, payload, length, producer, seq, host
 
     def _decode(self, off, with_meta):
         """The item in the taken slot at ``off`` (read under ``active``)."""
         b = self._b
-        n, tag, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
+        n, tag, host, producer, seq, put_ns = SLOT_HEADER.unpack_from(b, off)
         start = off + SLOT_HEADER_SIZE
         if tag == TAG_BYTES and n <= self.item_size:
             item = self._seg.mm[start:start + n]
         else:
             try:
                 item = self._item(tag, b[start:start + min(n, self.item_size)], n, producer,
-                                  seq)
+                                  seq, host)
             except ItemNotDecoded as error:
                 error.put_ns = put_ns
+                error.host = hosts.name_of(self._seg, host)
                 raise
         if with_meta:
-            return Message(item, producer, seq, put_ns)
+            return Message(item, producer, seq, put_ns, hosts.name_of(self._seg, host))
         return item
 
-    def _item(self, tag, payload, length, producer, seq):
+    def _item(self, tag, payload, length, producer, seq, host=0):
         """An item from its slot's words and payload (``length`` is what the header says;
         ``payload`` never extends past the slot): decoded, or CorruptItem for words no put
         writes or bytes that do not decode, UntrustedItem for a pickle that other users
-        could have written, or NumpyNotInstalled."""
+        could have written (here, or on the host it came from over a bridge: whoever can
+        write to the bridge's stream), or NumpyNotInstalled."""
         if tag == BAD_SLOT:
             raise self._corrupt(f"an in-flight record names slot {length} of a pool of "
                                 f"{self._nslots}")
         if length > self.item_size:
             raise CorruptItem(self.name, f"its length word says {length} bytes, more than the "
                                          f"{self.item_size} of a slot", producer, seq)
-        if tag in PICKLE_TAGS and not self._pickles_ok:
-            raise UntrustedItem(self.name, bytes(payload), producer, seq)
+        if tag in PICKLE_TAGS and not (self._pickles_ok if host == 0 else self._allow_pickle):
+            raise UntrustedItem(self.name, bytes(payload), producer, seq, bridged=host != 0)
         try:
             return decode(tag, payload)
         except NeedsNumpy as missing:

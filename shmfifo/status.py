@@ -37,10 +37,12 @@ __all__ = ["ClientStatus", "FifoStatus", "snapshot", "snapshot_all", "format_sta
            "CLIENT_STATES", "DAEMON_STATES"]
 
 DEAD = "dead (recovery pending)"
+PEER_DOWN = "peer unreachable"          # a bridge retrying its connection to Redis
+LINKS = {layout.LINK_UP: "up", layout.LINK_DOWN: "down"}
 # Every state a client is shown in, for those who list them all (metrics.py counts clients
 # in each, zeros included).
 CLIENT_STATES = ("running", "blocked on full", "blocked on empty", "blocked on in-flight limit",
-                 "parked", "stopped", DEAD)
+                 "parked", "stopped", PEER_DOWN, DEAD)
 DAEMON_STATES = ("running", "recovering", "draining", "stopping", "corrupt", "gone")
 # How long to look for a moment between recoveries to read the totals at (see _totals).
 TOTALS_PATIENCE = 0.05
@@ -58,6 +60,8 @@ class ClientStatus:
     state: str                # running, blocked on full/empty, parked, stopped, dead, ...
     in_flight: int            # items taken and not yet acknowledged
     attached_ns: int
+    resent: int = 0           # a bridge's items sent again (possible duplicates downstream)
+    link: str = ""            # a bridge's link to its peer: "up", "down" or "" (not yet)
 
     @property
     def count(self):
@@ -107,10 +111,14 @@ def _client(entry):
             if state in ("putting", "getting"):
                 state = "running"
     inflight = entry.inflight_n if entry.inflight != layout.NONE else 0
+    link = LINKS.get(entry.link, "") if entry.role == layout.ROLE_BRIDGE else ""
+    if link == "down" and state != DEAD:
+        state = PEER_DOWN
     return ClientStatus(
         index=entry.index, role=entry.role_name, pid=pid, item=entry.param,
         rate=None if math.isinf(rate) else rate, puts=entry.puts, gets=entry.gets,
-        state=state, in_flight=inflight, attached_ns=entry.attached)
+        state=state, in_flight=inflight, attached_ns=entry.attached, resent=entry.resent,
+        link=link)
 
 
 def snapshot(name, grace=None):
@@ -243,7 +251,9 @@ def format_status(st):
         return "\n".join(lines)
     rows = [("ROLE", "PID", "ITEM", "RATE", "COUNT", "STATE")]
     for c in st.clients:
-        item = _short(repr(c.item)) if c.role == "producer" else "-"
+        item = (_short(repr(c.item)) if c.role == "producer" else
+                c.item + (f" ({c.resent} re-sent)" if c.resent else "")
+                if c.role == "bridge" else "-")
         rows.append((c.role, str(c.pid), item, rate_text(c.rate), str(c.count), c.state))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

@@ -12,7 +12,8 @@ import time
 from . import layout, lease
 from .errors import NoFreeEntry
 from .layout import (ACTIVE, E_ACK, E_ATTACHED, E_GETS, E_INFLIGHT, E_INFLIGHT_INDEX,
-                     E_INFLIGHT_N, E_PHASE, E_PID, E_PUTS, E_RATE, E_ROLE, E_START, E_STATE,
+                     E_INFLIGHT_N, E_LINK, E_PHASE, E_PID, E_PUTS, E_RATE, E_RESENT, E_ROLE,
+                     E_START, E_STATE,
                      ENTRY_WORDS, FREE, IDLE, INFLIGHT_OFFSET, NONE, PARAM_BYTES, PARAM_OFFSET)
 
 __all__ = ["Entry", "entries", "active", "claim", "process_start_ms"]
@@ -43,7 +44,7 @@ class Entry:
                            "when freeing")
     pid = _word(E_PID, "the client's process")
     start = _word(E_START, "its process's create time, ms since the epoch")
-    role = _word(E_ROLE, "ROLE_CLIENT, ROLE_PRODUCER or ROLE_CONSUMER")
+    role = _word(E_ROLE, "ROLE_CLIENT, ROLE_PRODUCER, ROLE_CONSUMER or ROLE_BRIDGE")
     phase = _word(E_PHASE, "IDLE, PUTTING, GETTING, BLOCKED_*, PARKED")
     ack = _word(E_ACK, "the epoch this client parked for")
     puts = _word(E_PUTS, "sequence number of its last put")
@@ -52,6 +53,8 @@ class Entry:
     inflight_index = _word(E_INFLIGHT_INDEX, "ring index of the first item in the record")
     inflight_n = _word(E_INFLIGHT_N, "items in the record")
     attached = _word(E_ATTACHED, "when it claimed the entry, wall ns")
+    resent = _word(E_RESENT, "a bridge's items sent again: possible duplicates downstream")
+    link = _word(E_LINK, "a bridge's link to its peer: LINK_UP, LINK_DOWN, 0 = not yet")
 
     @property
     def rate(self):

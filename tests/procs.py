@@ -25,7 +25,7 @@ READY = r"ready: FIFO"
 AGENT_READY = "ready"
 # Every log line, in the one format of log.py.
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
-                  r"(?P<role>fifo|producer|consumer|demo)\[(?P<pid>\d+)\]: "
+                  r"(?P<role>fifo|producer|consumer|bridge|demo)\[(?P<pid>\d+)\]: "
                   r"(?P<level>warning: |error: )?(?P<message>\S.*)$")
 
 

@@ -34,7 +34,7 @@ def test_doctor_finds_this_machine_ready():
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split(":")[0].split(None, 1)[1] for line in lines] == CHECKS
     assert all(line.startswith("ok       ") for line in lines), lines
-    assert "a FIFO of 32 × 128 B for 32 clients needs 248 KiB" in lines[0]
+    assert "a FIFO of 32 × 128 B for 32 clients needs 252 KiB" in lines[0]
     assert result.stderr == ""
 
 

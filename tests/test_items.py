@@ -9,6 +9,7 @@ The round trips run a daemon process and a producer and a consumer process
 import array
 import base64
 import os
+import socket
 import subprocess
 import sys
 
@@ -317,7 +318,9 @@ def test_consumer_json_shows_every_buffer_type(procs, fifo_name):
             without = procs.python(script, "consumer", "--fifo", fifo_name, "--json",
                                    "count=1")
             assert without.wait() == 0, without.err[-5:]
-    got = [{k: v for k, v in r.items() if k not in ("producer", "seq", "latency_us")}
+    # items put here name this machine as their host (a bridged item, its producer's)
+    assert {r["host"] for r in records(consumer) + records(without)} == {socket.gethostname()}
+    got = [{k: v for k, v in r.items() if k not in ("producer", "seq", "latency_us", "host")}
            for r in records(consumer) + records(without)]
     b64 = lambda data: base64.b64encode(data).decode("ascii")       # noqa: E731
     assert got == [

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from procs import READY, WAIT, holder_code, status_of, stop, wait_until
 from shmfifo import names
-from shmfifo.layout import H_HEAD, H_TAIL
+from shmfifo.layout import H_HEAD, H_TAIL, ROLE_NAMES
 from shmfifo.segment import Segment
 from shmfifo.status import CLIENT_STATES, _totals
 from test_cli import assert_one_line_error, run
@@ -106,7 +106,7 @@ def test_a_scrape_shows_items_totals_clients_and_rates(procs, fifo_name):
     assert clients(found) == {("consumer", "blocked on empty"): 1}
     # Every role and state is there, zeros included.
     assert value(found, "shmfifo_clients", role="producer", state="running") == 0
-    assert len([k for k in found if k[0] == "shmfifo_clients"]) == 3 * len(CLIENT_STATES)
+    assert len([k for k in found if k[0] == "shmfifo_clients"]) == len(ROLE_NAMES) * len(CLIENT_STATES)
     me = dict(role="consumer", pid=str(consumer.pid), entry=str(client["index"]))
     assert value(found, "shmfifo_client_rate", **me) == 20.5
     assert value(found, "shmfifo_client_items_total", **me) == 3

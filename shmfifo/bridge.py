@@ -424,6 +424,13 @@ def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stoppi
             continue
         except (Stopped, FifoClosed):
             break
+        if any(type(x) is not tuple for x in records):
+            for bad in [x for x in records if type(x) is not tuple]:
+                log.warning("%s: skipped", bad)        # a scribbled slot: not an item
+            records = [x for x in records if type(x) is tuple]
+            if not records:
+                client.ack()
+                continue
         if not _send(sender, records, link, entry, stopping):
             # stopped while Redis was unreachable: the batch goes back to the FIFO
             fifo.close(ack=False)

@@ -93,7 +93,7 @@ from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, BLOCKED_IN_FLIGHT, CORRUPT, E_
                      E_STATE, FREE, RETURNED, GETTING, H_DEBT, H_EPOCH, H_FREE_HEAD,
                      H_FREE_TAIL, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PREPARED, PUTTING,
                      RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER, SLOT_HEADER_SIZE,
-                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, slot_host, slot_length,
+                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, slot_length,
                      slot_tag)
 from .waiting import Park, Waiting, fence_acquire, fence_release
 
@@ -525,8 +525,8 @@ class Client(Waiting):
     def take_records(self, max_items, block=True, timeout=None):
         """A bridge's get: like get_many, but each item as its slot holds it, never decoded
         (nothing is unpickled): (type tag, encoded payload as bytes, host name, producer,
-        seq). Raises CorruptItem for a slot whose length word exceeds the item size, having
-        taken the batch (the next take acknowledges it, as get does)."""
+        seq). A slot whose length word exceeds the item size gives a CorruptItem in its
+        place, which the caller reports and skips (as get does)."""
         max_items = min(max_items, self.batch_max)
         if self._spin_ns:
             self._poll(block, timeout)
@@ -539,8 +539,10 @@ class Client(Waiting):
                 off = self._taken_slot(k)
                 length, tag, host, producer, seq, _ = SLOT_HEADER.unpack_from(b, off)
                 if length > limit:
-                    raise CorruptItem(self.name, f"its length word says {length} bytes, more "
-                                                 f"than the {limit} of a slot", producer, seq)
+                    records.append(CorruptItem(self.name, f"its length word says {length} "
+                                               f"bytes, more than the {limit} of a slot",
+                                               producer, seq))
+                    continue
                 start = off + SLOT_HEADER_SIZE
                 records.append((tag, mm[start:start + length], hosts.name_of(seg, host),
                                 producer, seq))

@@ -454,3 +454,27 @@ def test_a_password(procs, fifo_names, tmp_path):
         assert server.client().xlen("s") == 2
     finally:
         server.stop()
+
+
+def test_a_scribbled_slot_is_reported_and_the_rest_goes(procs, fifo_names, redis_server):
+    import struct
+    import shmfifo
+    from shmfifo import layout
+    from shmfifo.layout import H_TAIL
+    from shmfifo.segment import Segment
+    from test_corrupt import _slot_offset, scribble
+    a, b = _two_hosts(procs, fifo_names)
+    with shmfifo.attach(a) as q:
+        q.put_many([b"1", b"2", b"3"])
+    seg = Segment.open(a, semaphores=False)
+    slot = _slot_offset(seg, seg.words[H_TAIL] + 1)
+    seg.close()
+    scribble(a, offset=slot, data=struct.pack("<IH", 0xFFFFFFFF, layout.TAG_BYTES))
+    url = redis_server.url("scribbled")
+    out = _outward(procs, a, url)
+    _inward(procs, url, b)
+    with shmfifo.attach(b) as q:
+        got = [q.get_message(timeout=WAIT) for _ in range(2)]
+    assert [(m.item, m.seq) for m in got] == [(b"1", 1), (b"3", 3)]
+    out.wait_for(r"seq 2\) of FIFO .* its length word says 4294967295 bytes.*: skipped")
+    assert status_of(a)["items"] == 0

@@ -58,12 +58,14 @@ except ImportError:        # an optional extra: shmfifo[redis]
 __all__ = ["Peer", "BridgeError", "run_bridge", "parse_url", "is_url", "WIRE_TYPES"]
 
 DEFAULT_GROUP = "shmfifo"
+PID_LIMIT = 1 << 22                 # Linux's largest pid_max: a larger "pid" names no process
 DEFAULT_MAXLEN = 100_000
 DEFAULT_BATCH = 256
 DEFAULT_CLAIM_IDLE = 30.0
 RETRY_MIN, RETRY_MAX = 0.1, 2.0     # seconds between attempts to reach Redis, doubling
 SOCKET_TIMEOUT = 10.0               # a Redis command that takes longer: the link is down
 POLL = 0.2                          # how often an idle bridge looks at its stop flag
+FULL_LOG_INTERVAL = 60.0            # "the stream is full" at most once a minute
 
 # The ``type`` field of an entry: the item's encoding in the FIFO (items.py).
 WIRE_TYPES = {TAG_BYTES: b"bytes", TAG_STR: b"str", TAG_INT: b"int", TAG_PICKLE: b"pickle",
@@ -71,6 +73,7 @@ WIRE_TYPES = {TAG_BYTES: b"bytes", TAG_STR: b"str", TAG_INT: b"int", TAG_PICKLE:
               TAG_ARRAY: b"array", TAG_NDARRAY: b"ndarray", TAG_PICKLE5: b"pickle5"}
 TAGS = {name: tag for tag, name in WIRE_TYPES.items()}
 FOREIGN_HOST = "redis"      # the origin of an entry that has none (another program's XADD)
+MAX_ORIGIN = hosts.MAX_ORIGIN
 # A packed entry (--pack): fields format, count, hosts (names, space-separated) and items:
 # each item a PACKED header (length, type tag, index into hosts, producer, seq), then its bytes.
 PACK_FORMAT = b"shmfifo-pack-1"
@@ -129,21 +132,33 @@ def parse_url(text):
     """The Peer a URL names; UsageError (naming the URL without its password) if it is not
     one. The password may also come from REDISCLI_AUTH, as for redis-cli, which keeps it out
     of the process list."""
+    shown = _redacted(text)
     try:
         parts = urllib.parse.urlsplit(text)
-        port = parts.port or 6379
-    except ValueError as error:
-        raise UsageError("URL", _redacted(text), f"{error}; {URL_FORM}") from None
-    shown = _redacted(text)
+        port = 6379 if parts.port is None else parts.port
+    except ValueError:
+        # (urllib's message may quote part of the password: not shown)
+        raise UsageError("URL", shown, f"its port must be a number from 1 to 65535, and a "
+                         f"password with # ? / or @ must be percent-encoded (%23 %3F %2F "
+                         f"%40); {URL_FORM}") from None
+    if port == 0:
+        raise UsageError("URL", shown, f"its port must be a number from 1 to 65535; {URL_FORM}")
     if parts.scheme not in ("redis", "rediss"):
         raise UsageError("URL", shown, f"the scheme must be redis or rediss; {URL_FORM}")
     if not parts.hostname:
         raise UsageError("URL", shown, f"it names no host; {URL_FORM}")
     if parts.query or parts.fragment:
         raise UsageError("URL", shown, f"it has a query or fragment; {URL_FORM}")
-    path = [urllib.parse.unquote(p) for p in parts.path.split("/")[1:]]
-    if len(path) == 2 and path[0].isdigit():
+    try:
+        path = [urllib.parse.unquote(p, errors="strict") for p in parts.path.split("/")[1:]]
+    except UnicodeDecodeError:
+        raise UsageError("URL", shown, f"its stream name is not UTF-8 once percent-decoded; "
+                         f"{URL_FORM}") from None
+    if len(path) == 2 and path[0].isascii() and path[0].isdigit():
         db, stream = int(path[0]), path[1]
+        if db >= 1 << 31:
+            raise UsageError("URL", shown, f"its database number must be below 2**31 (Redis "
+                             f"has 16 unless configured); {URL_FORM}")
     elif len(path) == 1:
         db, stream = 0, path[0]
     else:
@@ -184,6 +199,12 @@ class Link:
         self.down_since = 0.0
         self.delay = RETRY_MIN
         self.failures = 0          # connection errors so far
+        self.resent = 0            # items sent again (the entry's RESENT word, kept here too:
+                                   # the entry is unmapped once the FIFO is closed)
+
+    def count_resent(self, n):
+        self.resent += n
+        self.entry.resent = self.resent
 
     def ok(self):
         if self.up is not True:
@@ -200,8 +221,10 @@ class Link:
         """After a connection error: log it if the link was up, then wait the backoff."""
         self.failures += 1
         if self.up is not False:
-            self.log.warning("redis at %s unreachable (%s); items stay where they are, "
-                             "retrying", self.peer.display, _reason(error))
+            hint = (" (rediss:// speaks TLS: is that port a TLS port?)"
+                    if self.peer.scheme == "rediss" and self.up is None else "")
+            self.log.warning("redis at %s unreachable (%s)%s; items stay where they are, "
+                             "retrying", self.peer.display, _reason(error), hint)
             self.up = False
             self.down_since = time.monotonic()
             self.entry.link = layout.LINK_DOWN
@@ -241,7 +264,9 @@ def _fatal_connection(error, peer):
 
 
 def _response_error(error, peer):
-    text = _reason(error)
+    # a pipeline's error names the command first: "Command # 2 (...) of pipeline caused
+    # error: NOGROUP ..."
+    text = _reason(error).split("of pipeline caused error: ", 1)[-1]
     if isinstance(error, redis.AuthenticationError) or text.startswith(
             ("NOAUTH", "WRONGPASS", "NOPERM")) or isinstance(
             error, getattr(redis.exceptions, "NoPermissionError", ())):
@@ -251,7 +276,7 @@ def _response_error(error, peer):
     if text.startswith("WRONGTYPE"):
         return BridgeError(f"key {peer.stream!r} at {peer.display} holds something other than "
                            f"a stream: name another stream in the URL")
-    if text.startswith("NOGROUP"):
+    if text.startswith(("NOGROUP", "UNBLOCKED")):       # UNBLOCKED: the key was deleted
         return NoGroup(text)
     if "DB index is out of range" in text:
         return BridgeError(f"redis at {peer.display} has no database {peer.db}: name one "
@@ -371,8 +396,8 @@ def _host_word(name):
 
 
 def _next_id(entry_id):
-    ms, seq = entry_id.decode().split("-")
-    return f"{ms}-{int(seq) + 1}"
+    ms, seq = (int(x) for x in entry_id.decode().split("-"))
+    return f"{ms}-{seq + 1}" if seq < (1 << 64) - 1 else f"{ms + 1}-0"
 
 
 def _id_key(entry_id):
@@ -405,19 +430,19 @@ def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stoppi
     sent = 0
     length = link.call(_trim, r, stream)
     room = maxlen - (length or 0)
-    full_logged = False
+    full_logged = 0.0
     while not stopping():
         if room <= 0:
             length = link.call(_trim, r, stream)
             room = 0 if length is None else maxlen - length
             if room <= 0:
-                if not full_logged:
-                    log.info("stream %r holds %d entries not yet acknowledged by every group: "
-                             "waiting (the FIFO keeps the items)", stream, maxlen)
-                    full_logged = True
+                if time.monotonic() - full_logged >= FULL_LOG_INTERVAL:
+                    log.info("stream %r holds %s entries, --maxlen %d, not all acknowledged "
+                             "by every group: waiting (the FIFO keeps the items)", stream,
+                             length, maxlen)
+                    full_logged = time.monotonic()
                 _sleep(0.05, stopping)
                 continue
-            full_logged = False
         try:
             records = client.take_records(min(batch, room * pack), timeout=POLL)
         except Empty:
@@ -431,7 +456,12 @@ def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stoppi
             if not records:
                 client.ack()
                 continue
-        if not _send(sender, records, link, entry, stopping):
+        try:
+            delivered = _send(sender, records, link, entry, stopping)
+        except BaseException:
+            fifo.close(ack=False)      # (an error Redis answered): the batch stays in the FIFO
+            raise
+        if not delivered:
             # stopped while Redis was unreachable: the batch goes back to the FIFO
             fifo.close(ack=False)
             log.info("gave back %d item(s) not sent to FIFO %r", len(records), fifo.name)
@@ -444,22 +474,29 @@ def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stoppi
 
 
 def _send(sender, records, link, entry, stopping):
-    """XADD the records until Redis has them all: True; False if stopped before. Each failed
-    attempt may have added some of them: the next one re-sends all, counted as resent."""
+    """XADD the records until Redis has them all: True; False if stopped before. A failed
+    attempt may have added some of them: the next one re-sends all, counted once as resent
+    when it succeeds. Redis out of memory is waited out like a lost connection."""
+    failed = False
     while True:
         try:
             sender.send(records)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             _fatal_connection(error, link.peer)
-            entry.resent = entry.resent + len(records)
+            failed = True
             link.failed(error)
-            if stopping():
-                return False
-            continue
         except redis.ResponseError as error:
-            raise _response_error(error, link.peer) from None
-        link.ok()
-        return True
+            if not str(error).startswith("OOM"):
+                raise _response_error(error, link.peer) from None
+            failed = True
+            link.failed(error)
+        else:
+            link.ok()
+            if failed:
+                link.count_resent(len(records))
+            return True
+        if stopping():
+            return False
 
 
 # -- stream -> FIFO --------------------------------------------------------------------------
@@ -495,10 +532,13 @@ class _Receiver:
                     fields[4] == b"origin":           # a bridge's entry: the common case
                 payload, kind, origin = fields[1], fields[3], fields[5]
                 tag = TAGS.get(kind)
-                host, producer, seq = origin.split(b" ")
-                if tag is not None and producer.isdigit() and seq.isdigit() and \
-                        len(payload) <= self.item_size:
-                    return (tag, payload), (self.host(host), int(producer), int(seq))
+                words = origin.split(b" ")
+                if tag is not None and len(words) == 3 and words[1].isdigit() and \
+                        words[2].isdigit() and len(payload) <= self.item_size and \
+                        (tag != TAG_STR or payload.isascii() or _utf8(payload)):
+                    producer, seq = int(words[1]), int(words[2])
+                    if producer <= MAX_ORIGIN and seq <= MAX_ORIGIN:
+                        return (tag, payload), (self.host(words[0]), producer, seq)
             fields = dict(zip(fields[::2], fields[1::2]))
         payload = fields.get(b"item")
         if payload is None:
@@ -507,17 +547,13 @@ class _Receiver:
                                   f"delivered as bytes (shmfifo entries have item, type and "
                                   f"origin)")
         kind = fields.get(b"type", b"bytes")
-        tag = TAGS.get(kind)
-        if tag is None:
-            tag = int(kind) if kind.isdigit() and int(kind) < 1 << 16 else TAG_BYTES
-            if tag == TAG_BYTES:
-                self._warn("type", f"stream entry {entry_id.decode()} has type {kind!r}, which "
-                                   f"this shmfifo does not know: delivered as bytes")
+        tag = self.checked(entry_id, TAGS.get(kind), kind, payload)
         origin = fields.get(b"origin", b"").split(b" ")
+        source = (FOREIGN_HOST, 0, 0)
         if len(origin) == 3 and origin[1].isdigit() and origin[2].isdigit():
-            source = (self.host(origin[0]), int(origin[1]), int(origin[2]))
-        else:
-            source = (FOREIGN_HOST, 0, 0)
+            producer, seq = int(origin[1]), int(origin[2])
+            if producer <= MAX_ORIGIN and seq <= MAX_ORIGIN:
+                source = (self.host(origin[0]), producer, seq)
         if len(payload) > self.item_size:
             raise BridgeError(self._too_large(entry_id, len(payload)))
         return (tag, payload), source
@@ -527,6 +563,18 @@ class _Receiver:
                 f"the {self.item_size} of FIFO {self.fifo.name!r}: restart that FIFO with a "
                 f"larger --item-size (the entry stays pending in group {self.group!r} and is "
                 f"delivered then)")
+
+    def checked(self, entry_id, tag, kind, payload):
+        """``tag`` if it is a type this shmfifo knows and a str payload is UTF-8; otherwise
+        TAG_BYTES, with a warning: a consumer gets the bytes rather than skipping a corrupt
+        item."""
+        if tag is not None and (tag != TAG_STR or payload.isascii() or _utf8(payload)):
+            return tag
+        what = (f"type {kind!r}, which this shmfifo does not know" if tag is None else
+                "type str, but its bytes are not UTF-8")
+        self._warn(f"type {kind!r}", f"stream entry {entry_id.decode()} has {what}: "
+                                     f"delivered as bytes")
+        return TAG_BYTES
 
     def _warn(self, kind, text):
         if kind not in self.warned:
@@ -600,7 +648,9 @@ class _Receiver:
                     raise ValueError("an item runs past the entry's end")
                 if length > self.item_size:
                     raise BridgeError(self._too_large(entry_id, length))
-                found.append(((tag, data[at:at + length]), (names[host], producer, seq)))
+                payload = data[at:at + length]
+                tag = self.checked(entry_id, tag if tag in WIRE_TYPES else None, tag, payload)
+                found.append(((tag, payload), (names[host], producer, seq)))
                 at += length
         except (ValueError, struct.error) as bad:
             self.log.warning("stream entry %s is not a shmfifo pack (%s): skipped", 
@@ -638,6 +688,14 @@ class _Receiver:
         return self.deliver(_entries(answer), later=True)
 
 
+def _utf8(data):
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _raw(response, **options):
     return response
 
@@ -658,7 +716,8 @@ def _dead_here(link, group, me):
         if name == me or not name.startswith(prefix):
             continue
         pid = name[len(prefix):]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+        if pid.isascii() and pid.isdigit() and int(pid) < PID_LIMIT and \
+                not psutil.pid_exists(int(pid)):
             dead.append((name, consumer["pending"]))
     return dead
 
@@ -695,6 +754,9 @@ def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
         room = capacity - fifo.qsize()
         if room <= 0:
             receiver.flush()
+            if fifo.state() != "running":
+                log.info("FIFO %r is shutting down", fifo.name)
+                break
             _sleep(0.005, stopping)         # back-pressure: read nothing while the FIFO is full
             continue
         count = max(1, min(batch, room) // receiver.most)     # entries (--pack: of items)
@@ -727,6 +789,12 @@ def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
             log.warning("%s: creating the group again (the stream or its group was deleted, "
                         "or Redis lost them in a restart)", gone)
             _ensure_group(link, group)
+        except (Stopped, FifoClosed) as ended:
+            # a stop while a put waited for room, or the FIFO's daemon stopping: what was not
+            # put stays pending in the group, for the next bridge
+            if isinstance(ended, FifoClosed):
+                log.info("FIFO %r is shutting down", fifo.name)
+            break
     receiver.flush()
     # A clean stop: the bridge's name leaves the group if it holds nothing.
     if link.up is not True:
@@ -748,7 +816,7 @@ def _redeliver(receiver, entry, entries, ids):
             receiver.link.call(receiver.link.redis.xack, receiver.link.peer.stream,
                                receiver.group, *gone)
     n = receiver.deliver(entries)
-    entry.resent = entry.resent + n
+    receiver.link.count_resent(n)
     return n
 
 
@@ -794,5 +862,5 @@ def run_bridge(src, dst, *, group=DEFAULT_GROUP, maxlen=DEFAULT_MAXLEN, batch=DE
                              claim_idle=claim_idle, log=log, stopping=stopping)
         elapsed = time.monotonic() - started
         log.info("stopped (%s) after %d items in %.1f s (%d re-sent)",
-                 stop[0] if stop else "request", n, elapsed, entry.resent)
+                 stop[0] if stop else "request", n, elapsed, link.resent)
     return 0

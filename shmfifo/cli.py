@@ -582,6 +582,8 @@ def _cmd_bridge(args):
             raise _Usage(f"--{option} goes with a bridge to a stream (FIFO -> stream)")
     if "claim_idle" in options and bridge.is_url(args.dst):
         raise _Usage("--claim-idle goes with a bridge from a stream (stream -> FIFO)")
+    if args.group is not None and not args.group.strip():
+        raise _Usage("--group must not be empty")
     if "host_name" in options and (bridge.is_url(args.src) or not args.host_name.strip()):
         raise _Usage("--host-name goes with a bridge to a stream (FIFO -> stream), and must "
                      "not be empty")

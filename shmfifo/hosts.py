@@ -12,6 +12,8 @@ import socket
 from .layout import (H_HOSTS, HOST_ENTRY_SIZE, HOST_LOCAL, HOST_NAME_BYTES, HOST_UNKNOWN,
                      MAX_HOSTS, WORD)
 
+MAX_ORIGIN = (1 << 64) - 1          # a producer pid or seq fits a u64 slot word
+
 __all__ = ["local_name", "name_of", "number_of", "fit"]
 
 _LOCAL = None
@@ -45,13 +47,14 @@ def name_of(seg, number):
 
 
 def number_of(seg, name):
-    """The number of host ``name`` (0 for this machine), appending an entry if it has none:
-    HOST_UNKNOWN if the table is full. The caller holds the put lock: every writer of the
-    table does, so that an entry is never appended twice or half-written under a reader (a
-    writer that dies half-way has not published its entry yet)."""
+    """The number of host ``name`` for an item that came over a bridge, appending an entry if
+    it has none: HOST_UNKNOWN if the table is full. Never HOST_LOCAL, even for this
+    machine's own name: an origin is what the stream says, which whoever can write to the
+    stream chose, and host 0 would make a pickle trusted (Client._item). The caller holds
+    the put lock: every writer of the table does, so that an entry is never appended twice or
+    half-written under a reader (a writer that dies half-way has not published its entry
+    yet)."""
     name = fit(name)
-    if name == local_name():
-        return HOST_LOCAL
     w = seg.words
     count = min(w[H_HOSTS], MAX_HOSTS)
     for number in range(1, count + 1):

@@ -400,30 +400,37 @@ class Client(Waiting):
             raise self._corrupt("the free list holds fewer slots than tokens were taken")
         pid, seq, now = self.pid, self._seq, time.monotonic_ns()
         pack = SLOT_HEADER.pack_into
-        if origins is not None:
-            # host numbers, under the put lock that every writer of the host table holds
-            origin = [(self._host_number(host), producer, number)
-                      for host, producer, number in origins[start:start + got]]
-        first = ftail % cap
-        slots = (w[free + first:free + first + got] if first + got <= cap else
-                 w[free + first:free + cap].tolist() + w[free:free + first + got - cap].tolist())
-        for k in range(got):
-            tag, payload = records[start + k]
-            slot = slots[k]
-            if slot >= cap:
-                self._undo(lock, empty, got)
-                raise self._corrupt(f"the free list names slot {slot} of a pool of {cap}")
-            off = pool + slot * size
-            seq += 1
-            if type(payload) is tuple:     # parts: a header, then the item's own memory
-                n = write_payload(b, off + SLOT_HEADER_SIZE, payload)
-            else:
-                n = len(payload)
-                b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
-            if origins is None:
-                pack(b, off, n, tag, 0, pid, seq, now)
-            else:
-                pack(b, off, n, tag, *origin[k], now)
+        try:
+            if origins is not None:
+                # host numbers, under the put lock that every writer of the host table holds
+                origin = [(self._host_number(host), producer, number)
+                          for host, producer, number in origins[start:start + got]]
+            first = ftail % cap
+            slots = (w[free + first:free + first + got] if first + got <= cap else
+                     w[free + first:free + cap].tolist() +
+                     w[free:free + first + got - cap].tolist())
+            for k in range(got):
+                tag, payload = records[start + k]
+                slot = slots[k]
+                if slot >= cap:
+                    raise self._corrupt(f"the free list names slot {slot} of a pool of {cap}")
+                off = pool + slot * size
+                seq += 1
+                if type(payload) is tuple:     # parts: a header, then the item's own memory
+                    n = write_payload(b, off + SLOT_HEADER_SIZE, payload)
+                else:
+                    n = len(payload)
+                    b[off + SLOT_HEADER_SIZE:off + SLOT_HEADER_SIZE + n] = payload
+                if origins is None:
+                    pack(b, off, n, tag, 0, pid, seq, now)
+                else:
+                    pack(b, off, n, tag, *origin[k], now)
+        except BaseException:
+            # Nothing shows before head moves: give back the lock and the tokens, so that an
+            # error here (a scribbled free list, a value that does not pack) never leaves the
+            # lock taken under a client that goes on living.
+            self._undo(lock, empty, got)
+            raise
         _copy_words(w, free, first, ring, head % cap, cap, got)
         if crash:
             crash("put.written")
@@ -552,11 +559,18 @@ class Client(Waiting):
 
     def put_records(self, records, origins, block=True, timeout=None):
         """A bridge's put: like put_many, of items already encoded, (type tag, payload), each
-        with the origin it came with, (host name, producer, seq), which its slot keeps."""
+        with the origin it came with, (host name, producer, seq), which its slot keeps. Every
+        such item counts as from another host (never host 0), so a pickle among them is only
+        unpickled with allow_pickle. Everything is checked before the lock is taken."""
         limit = self.item_size
         for _, payload in records:
             if len(payload) > limit:
                 raise ItemTooLarge(len(payload), limit, self.name)
+        for host, producer, seq in origins:
+            if not (0 <= producer <= hosts.MAX_ORIGIN and 0 <= seq <= hosts.MAX_ORIGIN
+                    and isinstance(host, str)):
+                raise UsageError("origin", (host, producer, seq), "use a host name and a "
+                                 "producer and seq from 0 to 2**64 - 1")
         self._enter()
         try:
             self._put_records(records, self._deadline(block, timeout), origins)
@@ -696,13 +710,20 @@ class Client(Waiting):
                                   seq, host)
             except ItemNotDecoded as error:
                 error.put_ns = put_ns
-                error.host = hosts.name_of(self._seg, host)
                 raise
         if with_meta:
             return Message(item, producer, seq, put_ns, hosts.name_of(self._seg, host))
         return item
 
     def _item(self, tag, payload, length, producer, seq, host=0):
+        """See _decoded; an item that is not decoded names its origin host."""
+        try:
+            return self._decoded(tag, payload, length, producer, seq, host)
+        except ItemNotDecoded as error:
+            error.host = hosts.name_of(self._seg, host)
+            raise
+
+    def _decoded(self, tag, payload, length, producer, seq, host):
         """An item from its slot's words and payload (``length`` is what the header says;
         ``payload`` never extends past the slot): decoded, or CorruptItem for words no put
         writes or bytes that do not decode, UntrustedItem for a pickle that other users

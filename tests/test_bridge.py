@@ -9,6 +9,7 @@ append-only file where it restarts it), and skips with a clear message where the
 
 import collections
 import json
+import struct
 import os
 import shutil
 import signal
@@ -405,9 +406,13 @@ def test_status_and_metrics_show_a_bridge(procs, fifo_names, redis_server):
     ("http://127.0.0.1/s", 2, "the scheme must be redis or rediss"),
     ("redis://127.0.0.1:6379", 2, "its path must be /STREAM or /DB/STREAM"),
     ("redis://127.0.0.1:6379/0/", 2, "it names no stream"),
-    ("redis://127.0.0.1:99999/s", 2, "Port out of range"),
+    ("redis://127.0.0.1:99999/s", 2, "its port must be a number from 1 to 65535"),
     ("redis://user:hunter2@127.0.0.1:notaport/s", 2, "redis://user:***@127.0.0.1:notaport/s"),
     ("redis://no-such-host.invalid/s", 1, "cannot find host 'no-such-host.invalid'"),
+    ("redis://127.0.0.1:0/s", 2, "its port must be a number from 1 to 65535"),
+    ("redis://127.0.0.1/²/s", 2, "its path must be /STREAM or /DB/STREAM"),
+    ("redis://u:hunter2#x@127.0.0.1:6379/s", 2, "must be percent-encoded"),
+    ("redis://127.0.0.1/%FF/s", 2, "is not UTF-8 once percent-decoded"),
 ])
 def test_a_wrong_url_is_one_line_and_an_exit_code(procs, fifo_name, url, code, says):
     procs.daemon(fifo_name)
@@ -478,3 +483,134 @@ def test_a_scribbled_slot_is_reported_and_the_rest_goes(procs, fifo_names, redis
     assert [(m.item, m.seq) for m in got] == [(b"1", 1), (b"3", 3)]
     out.wait_for(r"seq 2\) of FIFO .* its length word says 4294967295 bytes.*: skipped")
     assert status_of(a)["items"] == 0
+
+
+# -- what the stream's writers can send (another program, or a hostile one) ------------------
+
+EVIL = """
+import os, pickle
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + {marker!r},))
+payload = pickle.dumps(Evil())
+"""
+
+
+def test_a_forged_origin_never_makes_a_pickle_trusted(procs, fifo_names, redis_server,
+                                                      tmp_path):
+    import shmfifo
+    _, b = _two_hosts(procs, fifo_names)
+    marker = tmp_path / "ran"
+    scope = {}
+    exec(EVIL.format(marker=str(marker)), scope)
+    r = redis_server.client()
+    here = socket.gethostname()
+    r.xadd("forged", {"item": scope["payload"], "type": "pickle", "origin": f"{here} 1 1"})
+    r.xadd("forged", {"format": "shmfifo-pack-1", "count": "1", "hosts": here,
+                      "items": struct.pack("<IHHQQ", len(scope["payload"]), 4, 0, 1, 2) +
+                      scope["payload"]})
+    _inward(procs, redis_server.url("forged"), b)
+    with shmfifo.attach(b) as q:          # a FIFO only we can write: local pickles are trusted
+        for seq in (1, 2):
+            with pytest.raises(shmfifo.UntrustedItem, match="came over a bridge") as refused:
+                q.get(timeout=WAIT)
+            assert (refused.value.seq, refused.value.host) == (seq, here)
+        q.put({"local": 1})
+        assert q.get(timeout=WAIT) == {"local": 1}
+    assert not marker.exists()
+
+
+def test_odd_origins_and_types_are_delivered_as_what_they_can_be(procs, fifo_names,
+                                                                 redis_server):
+    import shmfifo
+    _, b = _two_hosts(procs, fifo_names)
+    r = redis_server.client()
+    for origin in ("h 99999999999999999999999 6", "h 1", "  1 1", "h 1 2 3"):
+        r.xadd("odd", {"item": "x", "type": "str", "origin": origin})
+    r.xadd("odd", {"item": b"\xff\xfe", "type": "str", "origin": "h 1 7"})
+    r.xadd("odd", {"item": b"abc", "type": "999", "origin": "h 1 8"})
+    bridge = _inward(procs, redis_server.url("odd"), b)
+    with shmfifo.attach(b) as q:
+        got = [q.get_message(timeout=WAIT) for _ in range(6)]
+        assert [(m.item, m.host, m.producer, m.seq) for m in got] == [
+            ("x", "redis", 0, 0)] * 4 + [(b"\xff\xfe", "h", 1, 7), (b"abc", "h", 1, 8)]
+        q.put_many(["still", "works"])             # the put lock was never left taken
+        assert [q.get(timeout=WAIT) for _ in range(2)] == ["still", "works"]
+    bridge.wait_for("has type str, but its bytes are not UTF-8: delivered as bytes")
+    assert status_of(b)["semaphores"]["mutex"] == 1
+
+
+def test_a_consumer_name_that_is_no_pid_does_not_stop_a_bridge(procs, fifo_names,
+                                                              redis_server):
+    import shmfifo
+    _, b = _two_hosts(procs, fifo_names)
+    r = redis_server.client()
+    r.xgroup_create("names", "shmfifo", id="0", mkstream=True)
+    r.xadd("names", {"item": b"a"})
+    r.xreadgroup("shmfifo", f"{socket.gethostname()}:99999999999999999999", {"names": ">"})
+    _inward(procs, redis_server.url("names"), b, "--claim-idle", 0.5)
+    with shmfifo.attach(b) as q:
+        assert q.get(timeout=WAIT) == b"a"        # claimed once idle, as any other's
+
+
+def test_a_refused_xadd_leaves_the_items_in_the_fifo(procs, fifo_names, redis_server):
+    import shmfifo
+    a = fifo_names("a")
+    procs.daemon(a)
+    r = redis_server.client()
+    r.acl_setuser("noadd", enabled=True, passwords=["+pw"], keys=["*"],
+                  commands=["+@all", "-xadd"])
+    with shmfifo.attach(a) as q:
+        q.put_many([b"1", b"2", b"3"])
+    bridge = procs.spawn("bridge", a, f"redis://noadd:pw@127.0.0.1:{redis_server.port}/s")
+    assert bridge.wait() == 1
+    assert "refused the credentials or the command" in bridge.err[-1], bridge.err
+    assert status_of(a)["items"] == 3
+
+
+def test_a_deleted_group_or_stream_is_made_again(procs, fifo_names, redis_server):
+    import shmfifo
+    a, b = _two_hosts(procs, fifo_names)
+    url = redis_server.url("gone")
+    _outward(procs, a, url)
+    inward = _inward(procs, url, b)
+    r = redis_server.client()
+    with shmfifo.attach(a) as qa, shmfifo.attach(b) as qb:
+        qa.put("before")
+        assert qb.get(timeout=WAIT) == "before"
+        for drop in (lambda: r.xgroup_destroy("gone", "shmfifo"), lambda: r.delete("gone")):
+            drop()
+            inward.wait_for("creating the group again")
+            inward.err.clear()
+            qa.put("after")
+            got = qb.get(timeout=WAIT)
+            while got == "before":                 # a new group reads the stream from 0
+                got = qb.get(timeout=WAIT)
+            assert got == "after"
+    assert inward.alive()
+
+
+def test_a_stop_while_waiting_for_room_or_for_redis_is_clean(procs, fifo_names, tmp_path):
+    import shmfifo
+    a, b = fifo_names("a"), fifo_names("b")
+    procs.daemon(a)
+    procs.daemon(b, "--size", 2)
+    server = RedisServer(tmp_path)
+    try:
+        url = server.url("stop")
+        _outward(procs, a, url)
+        inward = _inward(procs, url, b)
+        with shmfifo.attach(a) as q:
+            q.put_many([b"x"] * 10)
+        wait_until(lambda: status_of(b)["items"] == 2, what="B full")
+        inward.signal(signal.SIGTERM)
+        assert inward.wait() == 0, inward.err[-3:]
+        assert "stopped (SIGTERM)" in inward.err[-1]
+        server.stop()
+        out = procs.spawn("bridge", a, url)
+        out.wait_for("unreachable")
+        out.signal(signal.SIGTERM)
+        assert out.wait() == 0, out.err[-3:]
+        assert not any("Traceback" in line for line in out.err + inward.err)
+    finally:
+        server.stop()

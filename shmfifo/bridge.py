@@ -751,12 +751,12 @@ def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
     failures = link.failures
     own = False             # re-read this bridge's own pending entries first
     while not stopping():
+        if fifo.state() != "running":       # its daemon is stopping: no put would be let in
+            log.info("FIFO %r is shutting down", fifo.name)
+            break
         room = capacity - fifo.qsize()
         if room <= 0:
             receiver.flush()
-            if fifo.state() != "running":
-                log.info("FIFO %r is shutting down", fifo.name)
-                break
             _sleep(0.005, stopping)         # back-pressure: read nothing while the FIFO is full
             continue
         count = max(1, min(batch, room) // receiver.most)     # entries (--pack: of items)

@@ -614,3 +614,13 @@ def test_a_stop_while_waiting_for_room_or_for_redis_is_clean(procs, fifo_names, 
         assert not any("Traceback" in line for line in out.err + inward.err)
     finally:
         server.stop()
+
+
+def test_the_receiving_bridge_stops_with_its_fifo(procs, fifo_names, redis_server):
+    _, b = _two_hosts(procs, fifo_names)
+    daemon = procs.all[-1]
+    inward = _inward(procs, redis_server.url("ends"), b)
+    daemon.signal(signal.SIGTERM)
+    assert inward.wait() == 0, inward.err[-3:]
+    assert "is shutting down" in inward.err[-2], inward.err[-3:]
+    assert daemon.wait() == 0

@@ -245,7 +245,10 @@ class Link:
                 self.failed(error)
                 continue
             except redis.ResponseError as error:
-                raise _response_error(error, self.peer) from None
+                if not _error_text(error).startswith("OOM"):
+                    raise _response_error(error, self.peer) from None
+                self.failed(error)            # out of memory: waited out like a lost link
+                continue
             self.ok()
             return result
         return None
@@ -263,10 +266,14 @@ def _fatal_connection(error, peer):
                           f"REDISCLI_AUTH") from None
 
 
-def _response_error(error, peer):
+def _error_text(error):
     # a pipeline's error names the command first: "Command # 2 (...) of pipeline caused
     # error: NOGROUP ..."
-    text = _reason(error).split("of pipeline caused error: ", 1)[-1]
+    return _reason(error).split("of pipeline caused error: ", 1)[-1]
+
+
+def _response_error(error, peer):
+    text = _error_text(error)
     if isinstance(error, redis.AuthenticationError) or text.startswith(
             ("NOAUTH", "WRONGPASS", "NOPERM")) or isinstance(
             error, getattr(redis.exceptions, "NoPermissionError", ())):
@@ -388,6 +395,7 @@ class _Sender:
             pool.release(conn)
         if error is not None:
             raise error
+        return True
 
 
 def _host_word(name):
@@ -422,7 +430,7 @@ def _trim(r, stream):
     return r.xlen(stream)
 
 
-def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stopping):
+def _to_stream(fifo, link, *, maxlen, batch, host_name, pack, log, stopping):
     """FIFO -> stream until stopped; returns the number of items sent."""
     client = fifo._client()
     sender = _Sender(link, host_name, pack)
@@ -457,7 +465,7 @@ def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stoppi
                 client.ack()
                 continue
         try:
-            delivered = _send(sender, records, link, entry, stopping)
+            delivered = _send(sender, records, link)
         except BaseException:
             fifo.close(ack=False)      # (an error Redis answered): the batch stays in the FIFO
             raise
@@ -473,30 +481,16 @@ def _to_stream(fifo, link, entry, *, maxlen, batch, host_name, pack, log, stoppi
     return sent
 
 
-def _send(sender, records, link, entry, stopping):
+def _send(sender, records, link):
     """XADD the records until Redis has them all: True; False if stopped before. A failed
     attempt may have added some of them: the next one re-sends all, counted once as resent
-    when it succeeds. Redis out of memory is waited out like a lost connection."""
-    failed = False
-    while True:
-        try:
-            sender.send(records)
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            _fatal_connection(error, link.peer)
-            failed = True
-            link.failed(error)
-        except redis.ResponseError as error:
-            if not str(error).startswith("OOM"):
-                raise _response_error(error, link.peer) from None
-            failed = True
-            link.failed(error)
-        else:
-            link.ok()
-            if failed:
-                link.count_resent(len(records))
-            return True
-        if stopping():
-            return False
+    when it succeeds."""
+    failures = link.failures
+    if link.call(sender.send, records) is None:
+        return False
+    if link.failures != failures:
+        link.count_resent(len(records))
+    return True
 
 
 # -- stream -> FIFO --------------------------------------------------------------------------
@@ -504,11 +498,10 @@ def _send(sender, records, link, entry, stopping):
 class _Receiver:
     """Entries into the FIFO: decoded to (tag, payload) and origin, put, then XACKed."""
 
-    def __init__(self, fifo, link, entry, group, consumer, log):
+    def __init__(self, fifo, link, group, consumer, log):
         self.fifo = fifo
         self.client = fifo._client()
         self.link = link
-        self.entry = entry
         self.group = group
         self.consumer = consumer
         self.log = log
@@ -722,14 +715,14 @@ def _dead_here(link, group, me):
     return dead
 
 
-def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
+def _from_stream(fifo, link, *, group, batch, claim_idle, log, stopping):
     """Stream -> FIFO until stopped; returns the number of items put."""
     r, stream = link.redis, link.peer.stream
     # XREADGROUP's reply as hiredis gives it, entries as [id, [name, value, ...]]: redis-py's
     # parsing into dicts cost more than everything else the bridge does per entry.
     r.set_response_callback("XREADGROUP", _raw)
     me = f"{hosts.local_name()}:{os.getpid()}"
-    receiver = _Receiver(fifo, link, entry, group, me, log)
+    receiver = _Receiver(fifo, link, group, me, log)
     put = 0
     # The pending entries of bridges of this host that died: theirs at once.
     for name, pending in _dead_here(link, group, me):
@@ -741,7 +734,7 @@ def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
             claimed = link.call(r.xclaim, stream, group, me, 0, ids) or []
             log.info("re-delivering %d entries that bridge %s (gone) had read", len(claimed),
                      name)
-            put += _redeliver(receiver, entry, claimed, ids)
+            put += _redeliver(receiver, claimed, ids)
             pending -= len(ids)
         if not stopping():
             link.call(r.xgroup_delconsumer, stream, group, name)
@@ -780,7 +773,7 @@ def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
                     if found[1]:
                         log.info("re-delivering %d entries idle for %g s or more (their "
                                  "bridge is gone or stalled)", len(found[1]), claim_idle)
-                        put += _redeliver(receiver, entry, found[1], None)
+                        put += _redeliver(receiver, found[1], None)
                     if len(found) > 2 and found[2]:      # deleted while pending
                         link.call(r.xack, stream, group, *found[2])
             else:
@@ -808,7 +801,7 @@ def _from_stream(fifo, link, entry, *, group, batch, claim_idle, log, stopping):
     return put
 
 
-def _redeliver(receiver, entry, entries, ids):
+def _redeliver(receiver, entries, ids):
     if ids is not None:          # XCLAIM leaves out entries trimmed since: acknowledge them
         present = {e[0] for e in entries}
         gone = [i for i in ids if i not in present]
@@ -855,10 +848,10 @@ def run_bridge(src, dst, *, group=DEFAULT_GROUP, maxlen=DEFAULT_MAXLEN, batch=DE
         started = time.monotonic()
         _ensure_group(link, group)
         if outward:
-            n = _to_stream(fifo, link, entry, maxlen=maxlen, batch=min(batch, fifo.batch_max),
+            n = _to_stream(fifo, link, maxlen=maxlen, batch=min(batch, fifo.batch_max),
                            host_name=host_name, pack=pack, log=log, stopping=stopping)
         else:
-            n = _from_stream(fifo, link, entry, group=group, batch=batch,
+            n = _from_stream(fifo, link, group=group, batch=batch,
                              claim_idle=claim_idle, log=log, stopping=stopping)
         elapsed = time.monotonic() - started
         log.info("stopped (%s) after %d items in %.1f s (%d re-sent)",

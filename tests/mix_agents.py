@@ -150,9 +150,11 @@ def main(role, style, name, ident, directory):
         return os.path.join(directory, f"{ident}.{unit}.log")
 
     if style == "fork":
+        # The parent's pid, read before the fork: a child that read getppid() itself, after a
+        # SIGKILL of the parent that came first, would take init for its parent and outlive it.
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            parent = os.getppid()
             code = 0
             try:
                 children.clear()

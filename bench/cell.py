@@ -21,18 +21,24 @@ def main(argv=None):
     parser.add_argument("--capacity", type=int, default=32)
     parser.add_argument("--item-size", type=int, default=64)
     parser.add_argument("--split", action="store_true", help="split put/take locks")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="put_many/get_many of up to this many items (default 1: put/get)")
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--raw", action="store_true", help="print only the items/s, one per run")
     args = parser.parse_args(argv)
-    workload = workloads.Workload(args.pairs, args.pairs, args.capacity, args.item_size)
+    workload = workloads.Workload(args.pairs, args.pairs, args.capacity, args.item_size,
+                                  args.batch)
     work = Path(tempfile.mkdtemp(prefix="bench-cell-"))
     rates = []
     for _ in range(args.runs):
         peer = peers.Shmfifo(args.capacity, args.item_size, args.pairs, args.pairs,
                              split_locks=args.split)
         rates.append(workloads.run_peer(peer, workload, args.items, work, 60))
-    print(f"shmfifo{' split' if args.split else ''} {args.pairs}P/{args.pairs}C cap "
-          f"{args.capacity} {args.item_size} B single: "
+    if args.raw:
+        print(" ".join(f"{r:.0f}" for r in rates))
+        return 0
+    print(f"shmfifo{' split' if args.split else ''} {workload.label}: "
           + " ".join(f"{r / 1e3:,.0f}k" for r in rates) + " items/s")
     return 0
 

@@ -16,7 +16,7 @@ import time
 
 import shmfifo
 
-PAIRS, REPEATS, BATCH, BATCHES = 50_000, 15, 64, 2_000
+PAIRS, REPEATS, BATCH, BATCHES = 50_000, 15, 64, 500
 
 
 def main():
@@ -31,19 +31,22 @@ def main():
                 q.get()
             pairs.append((time.perf_counter() - started) / PAIRS * 1e6)
         items = [item] * BATCH
-        put_s = get_s = 0.0
-        for _ in range(BATCHES):
-            a = time.perf_counter()
-            q.put_many(items)
-            b = time.perf_counter()
-            q.get_many(BATCH)
-            put_s += b - a
-            get_s += time.perf_counter() - b
-    per_item = 1e6 / (BATCHES * BATCH)
+        puts, gets = [], []
+        for _ in range(REPEATS):
+            put_s = get_s = 0.0
+            for _ in range(BATCHES):
+                a = time.perf_counter()
+                q.put_many(items)
+                b = time.perf_counter()
+                q.get_many(BATCH)
+                put_s += b - a
+                get_s += time.perf_counter() - b
+            puts.append(put_s / (BATCHES * BATCH) * 1e9)
+            gets.append(get_s / (BATCHES * BATCH) * 1e9)
     print(f"put+get pair, 64 B bytes, one mutex:   {statistics.median(pairs):.2f} us "
           f"(median of {REPEATS} x {PAIRS:,})")
-    print(f"put_many / get_many, batches of {BATCH}:    {put_s * per_item:.2f} / "
-          f"{get_s * per_item:.2f} us per item")
+    print(f"put_many / get_many, batches of {BATCH}:    {statistics.median(puts):.0f} / "
+          f"{statistics.median(gets):.0f} ns per item (median of {REPEATS} x {BATCHES:,})")
     return 0
 
 

@@ -111,6 +111,28 @@ class ShmfifoView(ShmfifoPeer):
             yield self
 
 
+class ShmfifoInPlace(ShmfifoView):
+    """Both sides in place: the producer writes each item with ``put_view`` (its header and
+    one byte of each page, the least a producer making the item there would touch), the
+    consumer reads it with ``get_view`` (``_read_pages``). No copy on either side."""
+
+    def __init__(self, capacity, item_size):
+        super().__init__(capacity, item_size, _read_pages)
+
+    @contextlib.contextmanager
+    def connect(self):
+        with super().connect():
+            put_view = self.queue.put_view
+
+            def put(item):
+                with put_view(len(item)) as buf:
+                    buf[::PAGE] = item[::PAGE]
+                    buf[:delivery.HEADER.size] = item[:delivery.HEADER.size]
+
+            self.put = put
+            yield self
+
+
 def _read_pages(view):
     """The least a consumer does with an item: the header, and one byte of each page (so every
     page is mapped and one cache line of it fetched)."""
@@ -135,6 +157,8 @@ def _transports(size, capacity):
     no_fifo = _unfit(size, capacity)
     no_view = no_fifo or (None if hasattr(shmfifo.Fifo, "get_view")
                           else "not available in this build (shmfifo.Fifo has no get_view)")
+    no_put_view = no_view or (None if hasattr(shmfifo.Fifo, "put_view")
+                              else "not available in this build (shmfifo.Fifo has no put_view)")
     ndarray_size, no_ndarray = _ndarray_item_size(size, capacity)
     no_ff = (None if importlib.util.find_spec("faster_fifo")
              else "not installed (bin/setup bench installs it)")
@@ -145,6 +169,9 @@ def _transports(size, capacity):
          f"{PAGE} B page", lambda: ShmfifoView(capacity, size, _read_pages), "bytes", no_view),
         ("shmfifo get_view+copy", "with q.get_view() as v: bytes(v), the work of a get",
          lambda: ShmfifoView(capacity, size, bytes), "bytes", no_view),
+        ("shmfifo put_view+get_view", f"with q.put_view(SIZE) as b: writes b's header and "
+         f"one byte of each {PAGE} B page; the consumer as for get_view: no copy at all",
+         lambda: ShmfifoInPlace(capacity, size), "bytes", no_put_view),
         ("shmfifo ndarray", "q.put(a float64 ndarray of SIZE bytes); q.get() returns an ndarray",
          lambda: ShmfifoPeer(capacity, ndarray_size), "ndarray", no_ndarray),
         ("os.pipe", "os.write of the whole item; io.BufferedReader.read(SIZE) reads it into a "

@@ -440,7 +440,10 @@ static Py_ssize_t take_section(Ring *self, Py_ssize_t max_items, uint64_t spin_n
      * item is there at once and the in-flight limit cannot bind, else alone (ring.py). */
     uint64_t acked = 0;
     Py_ssize_t got = 0;
-    if (LOAD(self->e_inflight) == self->taken) {
+    uint64_t inflight = LOAD(self->e_inflight);
+    if (inflight != self->taken && inflight != self->none)
+        goto slow;          /* a slot lent to a put_view (ring.py gives it back) */
+    if (inflight == self->taken) {
         uint64_t n = LOAD(self->e_n);
         if (!self->use_loans && n >= 1 && n <= self->batch_max && sem_trywait(self->fill) == 0) {
             acked = n;
@@ -574,8 +577,11 @@ static PyObject *record_item(Ring *self, Py_ssize_t i, int *raw) {
 static PyObject *ring_ack(Ring *self, PyObject *unused) {
     if (NOT_USABLE(self))
         Py_RETURN_NONE;
-    if (LOAD(self->e_inflight) != self->taken)
+    uint64_t inflight = LOAD(self->e_inflight);
+    if (inflight == self->none)
         Py_RETURN_TRUE;
+    if (inflight != self->taken)
+        Py_RETURN_NONE;     /* a slot lent to a put_view: ring.py gives it back */
     STORE(self->e_phase, self->getting);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint64_t state = LOAD(self->h_state);

@@ -227,15 +227,23 @@ class HandleClosed(ShmfifoError):
 
 
 class ViewInUse(ShmfifoError, BufferError):
-    """A get_view block ended while something made from its view (a numpy array, another
-    memoryview) still referred to the item's slot: the slot cannot be given back under it."""
+    """A get_view or put_view block ended while something made from its view (a numpy array,
+    another memoryview) still referred to the item's slot: the slot cannot be given back (or,
+    for put_view, put) under it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, writing: bool = False) -> None:
         self.name = name
+        self.writing = writing
+        if writing:
+            outcome = ("nothing is put, and the slot goes back at this thread's next get, "
+                       "ack, put_view or close; drop what you made from the view inside the "
+                       "block")
+        else:
+            outcome = ("the item stays unacknowledged; copy what you keep (bytes(view), "
+                       "numpy.array(...)) and drop the rest inside the block")
         super().__init__(
             f"the view of an item of FIFO {name!r} is still in use as its block ends (an "
-            f"array or memoryview made from it): the item stays unacknowledged; copy what you "
-            f"keep (bytes(view), numpy.array(...)) and drop the rest inside the block")
+            f"array or memoryview made from it): {outcome}")
 
 
 class Stopped(ShmfifoError):

@@ -290,6 +290,37 @@ class Fifo:
         finally:
             c.release_view()
 
+    @contextlib.contextmanager
+    def put_view(self, nbytes: int, block: bool = True,
+                 timeout: float | None = None) -> Iterator[memoryview]:
+        """Write an item of ``nbytes`` bytes in place, in a free slot of shared memory::
+
+            with q.put_view(640 * 480) as buf:     # a writable memoryview of the slot
+                frame = numpy.frombuffer(buf, dtype=numpy.uint8).reshape(480, 640)
+                camera.read_into(frame)             # no copy on the way in
+                del frame                           # nothing made from buf may outlive it
+
+        Leaving the block normally puts the item, a ``bytes`` item of ``nbytes`` bytes for
+        consumers (``get_view`` reads it in place too), waiting for room as ``put`` does
+        (Full if none comes within the timeout: then nothing is put). An exception inside
+        the block, or the process dying there, puts nothing and gives the slot back. The
+        slot is a loan like an item a consumer holds: entering waits only when the FIFO's
+        in-flight limit binds. Entering acknowledges what this thread took before, and no
+        get or ack of this thread may run inside the block (UsageError). Something that
+        still exports the view when the block ends (an array made from it) makes the block
+        end with ViewInUse and nothing put."""
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        view = c.put_view(nbytes, block, timeout)
+        try:
+            yield view
+        except BaseException:
+            c.release_put_view(False)
+            raise
+        c.release_put_view(True, block, timeout)
+
     def get_many(self, max_items: int, block: bool = True,
                  timeout: float | None = None) -> list[Any]:
         """Wait for one item (within the timeout), then take up to ``max_items`` (at most the

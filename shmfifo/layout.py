@@ -39,7 +39,7 @@ taken and not yet acknowledged (the ``loans`` semaphore counts what is left of t
       0 STATE (FREE/ACTIVE)  1 PID  2 START (process create time, ms)  3 ROLE  4 PHASE
       5 ACK (epoch this client parked for)
       6 RATE (float64 items/s, a writable parameter; 0 = not paced, inf = unlimited)
-      7 PUTS  8 GETS  9 INFLIGHT (NONE/PREPARED/TAKEN)  10 INFLIGHT_INDEX  11 INFLIGHT_N
+      7 PUTS  8 GETS  9 INFLIGHT (NONE/PREPARED/TAKEN/WRITING)  10 INFLIGHT_INDEX  11 INFLIGHT_N
      12 ATTACHED (wall ns)  13 RESENT (a bridge: items sent again, possible duplicates)
      14 LINK (a bridge: LINK_UP, LINK_DOWN or 0 before its first connection)  15 reserved
       param text at byte 128: the client's item, UTF-8, for status (a bridge: its peer)
@@ -128,8 +128,9 @@ PHASE_NAMES = {IDLE: "running", PUTTING: "putting", GETTING: "getting",
                PARKED: "parked", BLOCKED_IN_FLIGHT: "blocked on in-flight limit"}
 
 # E_INFLIGHT values. PREPARED: a take in progress (INFLIGHT_INDEX = tail when it began);
-# TAKEN: the slots named in the record are this client's until it acknowledges them.
-NONE, PREPARED, TAKEN = 0, 1, 2
+# TAKEN: the slots named in the record are this client's until it acknowledges them;
+# WRITING: the one slot named is lent to this client's put_view, not queued (yet).
+NONE, PREPARED, TAKEN, WRITING = 0, 1, 2, 3
 
 # length, type tag, origin host, producer pid, producer sequence number, put time (monotonic ns)
 SLOT_HEADER = struct.Struct("<IHHQQQ")

@@ -9,11 +9,14 @@ without stopping the survivors for longer than the repair:
    parks and acknowledges the epoch (ring.py);
 2. wait until every live entry is IDLE or has acknowledged (quiescence), noting new deaths;
 3. finish a re-queue that a previous daemon journaled and did not complete;
-4. resolve each dead consumer's PREPARED record: committed iff ``tail == index + n``;
+4. resolve each dead consumer's PREPARED record: committed iff ``tail == index + n`` (a dead
+   client's WRITING record, a put_view's lent slot, owns nothing: the ring names the slot if
+   its put committed, and step 6 finds it free otherwise);
 5. re-queue each dead consumer's TAKEN slot numbers at the front of the ring, journaled so
    that a daemon that dies half-way lets the next one finish without losing or duplicating
    anything;
-6. rebuild the free list from what is owned (the ring's slots and every live record's),
+6. rebuild the free list from what is owned (the ring's slots and every live record's,
+   taken or lent),
    checking that no slot is named twice; set every lock to 1, ``fill`` = queued, ``empty``
    = max(0, capacity - queued), ``debt`` = max(0, queued - capacity) and ``loans`` =
    in_flight - what live records hold;
@@ -33,7 +36,7 @@ from . import crashpoints
 from .layout import (ACTIVE, BASE, FREE, H_BLOCKER, H_DEBT, H_EPOCH, H_FREE_HEAD, H_FREE_TAIL,
                      H_HEAD,
                      H_JOURNAL_ENTRY, H_JOURNAL_TAIL, H_RECOVERIES, H_REQUEUED, H_STATE, H_TAIL,
-                     IDLE, NONE, PARKED, PREPARED, STATE_NAMES, TAKEN)
+                     IDLE, NONE, PARKED, PREPARED, STATE_NAMES, TAKEN, WRITING)
 from .waiting import fence
 from .table import Entry, entries
 
@@ -108,11 +111,13 @@ def ring_problem(seg):
 def record_problem(entry):
     """What in an entry's in-flight record contradicts the geometry, or None."""
     inflight, n, g = entry.inflight, entry.inflight_n, entry.seg.geometry
-    if inflight not in (NONE, PREPARED, TAKEN):
+    if inflight not in (NONE, PREPARED, TAKEN, WRITING):
         return f"entry {entry.index}'s record state holds {inflight}"
     if inflight != NONE and not 1 <= n <= g.batch_max:
         return f"entry {entry.index}'s record holds {n} items, not 1..{g.batch_max}"
-    if inflight == TAKEN:
+    if inflight == WRITING and n != 1:
+        return f"entry {entry.index}'s record lends {n} slots to a put_view, not 1"
+    if inflight in (TAKEN, WRITING):
         bad = [slot for slot in entry.record_slots() if slot >= g.nslots]
         if bad:
             return (f"entry {entry.index}'s record names slot {bad[0]} of a pool of "
@@ -340,7 +345,7 @@ class Recovery:
             self._own(owner, slot, f"ring position {position}")
         held = 0
         for entry in entries(seg):
-            if entry.index in dead or entry.inflight != TAKEN:
+            if entry.index in dead or entry.inflight not in (TAKEN, WRITING):
                 continue
             problem = record_problem(entry)
             if problem:

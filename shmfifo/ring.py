@@ -41,13 +41,20 @@ Get:  [acknowledge first, if the record is TAKEN: take_lock.acquire -> push the 
       slot, which is this consumer's until it acknowledges it: by the next get, ``ack`` or
       ``close``. The queue's room is given back at the take, as queue.Queue does; the slot
       and the ``loans`` token at the acknowledgement.
+Put in place (put_view): [acknowledge first, as a get does] -> loans.acquire -> put_lock ->
+      the free list's next number into the record, WRITING -> **free_tail += 1** ->
+      put_lock.release; the caller writes the slot; then empty.acquire -> put_lock -> the
+      number at ring[head] -> **head += 1** (the commit) -> record NONE -> put_lock.release ->
+      fill.release, loans.release. Not put (an exception, Full): the record's number goes
+      back as an acknowledgement does.
 
 What a SIGKILL at each step leaves, and how the daemon repairs it at quiescence:
 a token taken and not used (empty/fill/lock held) -> semaphores are recomputed from the
 ring and the free list; slots written and not committed -> not in the ring, so free again
 when the free list is rebuilt; a committed put -> queued; a PREPARED record -> committed iff
 tail == index + n (the dead consumer still held take_lock, so nobody moved tail since); a
-TAKEN record -> its numbers re-queued at the front (at-least-once: the only duplicate is an
+WRITING record -> cleared (the ring names its slot if the put committed, else it is free);
+a TAKEN record -> its numbers re-queued at the front (at-least-once: the only duplicate is an
 item handled but not yet acknowledged, or one whose acknowledgement died half-way). The free
 list is rebuilt at every recovery from what the ring and the records hold, so a death
 anywhere inside a lock section leaves nothing to undo.
@@ -93,7 +100,7 @@ from .layout import (BLOCKED_EMPTY, BLOCKED_FULL, BLOCKED_IN_FLIGHT, CORRUPT, E_
                      E_STATE, FREE, RETURNED, GETTING, H_DEBT, H_EPOCH, H_FREE_HEAD,
                      H_FREE_TAIL, H_HEAD, H_STATE, H_TAIL, IDLE, NONE, PREPARED, PUTTING,
                      RUNNING, S_PRODUCER, S_PUT_NS, S_SEQ, SLOT_HEADER, SLOT_HEADER_SIZE,
-                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, slot_length,
+                     STOPPED, TAG_BYTES, TAG_SHIFT, TAG_STR, TAKEN, WRITING, slot_length,
                      slot_tag)
 from .waiting import Park, Waiting, fence_acquire, fence_release
 
@@ -612,21 +619,194 @@ class Client(Waiting):
         is still exported (a numpy array or another memoryview made from it) cannot be
         released: ViewInUse, and the item stays unacknowledged (the next get, ack or close
         acknowledges it)."""
+        if self._take_view_back(writing=False) is not None and ack:
+            self.ack()
+
+    def _take_view_back(self, writing):
+        """Release the lent view and set the fast path back; its length, or None if none was
+        lent. ViewInUse if something made from it (an array, a memoryview) still refers to
+        the slot: then the slot must stay this client's."""
         lent, self._view = self._view, None
         if lent is None:
-            return
+            return None
         self._fast, self._fast_saved = self._fast_saved, None
         view, exporter, baseline = lent
+        nbytes = len(view)
         try:
             view.release()
         except BufferError:
-            raise ViewInUse(self.name) from None
+            raise ViewInUse(self.name, writing) from None
         del view, lent
         if sys.getrefcount(exporter) > baseline:
-            # A memoryview or an array made from the view still refers to the slot.
-            raise ViewInUse(self.name)
-        if ack:
-            self.ack()
+            raise ViewInUse(self.name, writing)
+        return nbytes
+
+    # -- put_view: writing an item in place ----------------------------------------------------
+
+    def put_view(self, nbytes, block=True, timeout=None):
+        """Lend a free slot for an item of ``nbytes`` bytes and return a writable memoryview of
+        its payload. The slot is this client's (its record WRITING) until ``release_put_view``
+        puts it into the ring or gives it back; until then no get or ack of this client may
+        run. Waits (within the timeout) only where the in-flight limit can bind: the slot is
+        a loan, like an item a consumer holds."""
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise UsageError("nbytes", nbytes, "use a whole number of bytes, 0 or more")
+        if nbytes > self.item_size:
+            raise ItemTooLarge(nbytes, self.item_size, self.name)
+        self._enter()
+        try:
+            if self._view is not None:
+                raise UsageError("put_view", "while a view is open", "leave that block first")
+            slot = self._parking(self._reserve_run, self._deadline(block, timeout))
+            off = self._pool + slot * self._slot_size
+            import ctypes     # only here, as in get_view
+            exporter = (ctypes.c_char * nbytes).from_buffer(self._seg.mm,
+                                                           off + SLOT_HEADER_SIZE)
+            baseline = sys.getrefcount(exporter)
+            view = memoryview(exporter).cast("B")
+            self._view = (view, exporter, baseline)
+            # Until the block ends every get and ack of this client takes the Python path,
+            # which refuses (_check_no_view): the record holds the lent slot, not a take.
+            self._fast_saved, self._fast = self._fast, None
+            return view
+        finally:
+            self._active.pop()
+
+    def _parking(self, run, deadline, *args):
+        """``run(*args, deadline)`` again after each recovery it parked for; Full if the
+        deadline passes meanwhile."""
+        while True:
+            try:
+                return run(*args, deadline)
+            except Park:
+                if not self._park(deadline):
+                    raise Full(f"FIFO {self.name!r} is full ({self.capacity} items)") from None
+
+    def _begin_put(self):
+        """Enter a put-side operation: the phase, the fence, then the epoch and the state (the
+        contract, above). _put_run does the same inline: it is the pure path's hot path."""
+        w = self._w
+        w[self._e + E_PHASE] = PUTTING
+        fence_acquire()
+        fence_release()
+        if w[H_EPOCH] & 1:
+            raise Park
+        if self._stop or w[H_STATE] != RUNNING:
+            self._refuse(True)
+
+    def _lock(self, lock, sem, held):
+        """``lock``, taken at once or after _wait_lock (holding ``held`` tokens of ``sem``).
+        The lock sections of put and take inline this: they are the pure path's hot path."""
+        try:
+            lock.acquire(0)
+        except posix_ipc.BusyError:
+            self._wait_lock(lock, sem, held)
+        return lock
+
+    def _reserve_run(self, deadline):
+        """One put-lock section: pop a free slot into this client's record (WRITING), after
+        acknowledging the previous take. Returns the slot number."""
+        w, e = self._w, self._e
+        crash = self._crash
+        self._begin_put()
+        if w[e + E_INFLIGHT] in (TAKEN, WRITING):
+            self._ack_section()              # the record is about to hold the lent slot
+        if self._use_loans:
+            loans = self._loans
+            try:
+                loans.acquire(0)
+            except posix_ipc.BusyError:
+                self._wait_token(loans, deadline, BLOCKED_IN_FLIGHT, True)
+        lock = self._lock(self._put_lock, self._loans, 1 if self._use_loans else 0)
+        if crash:
+            crash("putview.lock")
+        ftail, cap = w[H_FREE_TAIL], self._nslots
+        slot = w[self._free + ftail % cap]
+        if not 1 <= w[H_FREE_HEAD] - ftail <= cap or slot >= cap:
+            self._undo(lock, self._loans, 1 if self._use_loans else 0)
+            raise self._corrupt("the free list has no slot for a loan the limit allows")
+        w[self._rec] = slot
+        w[e + E_INFLIGHT_N] = 1
+        w[e + E_INFLIGHT] = WRITING          # still in the free list too: no step to undo
+        if crash:
+            crash("putview.lent")
+        w[H_FREE_TAIL] = ftail + 1 & WORD_MASK
+        if crash:
+            crash("putview.popped")
+        lock.release()
+        w[e + E_PHASE] = IDLE
+        return slot
+
+    def release_put_view(self, publish, block=True, timeout=None):
+        """End what put_view started: release the view, then put the slot's item into the
+        ring (``publish``) or give the slot back. A view still exported (an array made from
+        it) cannot be released: ViewInUse, nothing is put, and the slot stays lent until this
+        client's next get, ack, put_view or close gives it back. Full (nothing put, the slot
+        given back) if no room comes within the timeout."""
+        nbytes = self._take_view_back(writing=True)
+        if nbytes is None:
+            return
+        if not publish:
+            self.ack()                       # the slot goes back to the free list
+            return
+        self._enter()
+        try:
+            self._parking(self._publish_run, self._deadline(block, timeout), nbytes)
+        except BaseException:
+            self._give_back_lent()
+            raise
+        finally:
+            self._active.pop()
+
+    def _give_back_lent(self):
+        """A put_view whose item was not put: its slot back to the free list now, if that can
+        be done (else the next get, ack, put_view or close does it, or the daemon if this
+        process dies)."""
+        if self._w is not None and not self.closed and self._w[self._e + E_INFLIGHT] == WRITING:
+            try:
+                self.ack()
+            except Exception:
+                pass
+
+    def _publish_run(self, nbytes, deadline):
+        """One put-lock section that queues the lent slot: an ``empty`` token, then the slot
+        number at ring[head], **head += 1** (the commit), the record NONE."""
+        w, b, e = self._w, self._b, self._e
+        crash = self._crash
+        slot = w[self._rec]
+        if w[e + E_INFLIGHT] != WRITING or w[e + E_INFLIGHT_N] != 1 or slot >= self._nslots:
+            raise self._corrupt("this client's lent slot is no longer in its record")
+        self._begin_put()
+        empty = self._empty
+        try:
+            empty.acquire(0)
+        except posix_ipc.BusyError:
+            self._wait_token(empty, deadline, BLOCKED_FULL, True)
+        seq = self._seq + 1
+        SLOT_HEADER.pack_into(b, self._pool + slot * self._slot_size, nbytes, TAG_BYTES, 0,
+                              self.pid, seq, time.monotonic_ns())
+        lock = self._lock(self._put_lock, empty, 1)
+        if crash:
+            crash("putview.publish")
+        head = w[H_HEAD]
+        w[self._ring + head % self._nslots] = slot
+        if crash:
+            crash("putview.written")
+        w[H_HEAD] = head + 1 & WORD_MASK     # commit: queued from here on
+        if crash:
+            crash("putview.commit")
+        w[e + E_INFLIGHT] = NONE             # (a death before this: the ring names it)
+        if crash:
+            crash("putview.cleared")
+        lock.release()
+        self._fill.release()
+        if self._use_loans:
+            self._loans.release()
+        self._seq = seq
+        w[e + E_PUTS] = seq
+        w[e + E_PHASE] = IDLE
+        if crash:
+            crash("putview.done")
 
     def ack(self):
         """Give back the slots of the last get: a crash now will not re-deliver their items,
@@ -638,7 +818,7 @@ class Client(Waiting):
             try:
                 self._check_no_view()
                 w, e = self._w, self._e
-                while w[e + E_INFLIGHT] == TAKEN:
+                while w[e + E_INFLIGHT] in (TAKEN, WRITING):
                     w[e + E_PHASE] = GETTING
                     fence_acquire()
                     fence_release()
@@ -678,7 +858,8 @@ class Client(Waiting):
 
     def _check_no_view(self):
         if self._view is not None:
-            raise UsageError("get", "while a view is open", "leave the get_view block first")
+            raise UsageError("get", "while a view is open",
+                             "leave the get_view or put_view block first")
 
     def _taken_slot(self, k):
         """Byte offset of the k-th slot in this client's in-flight record (checked)."""
@@ -876,7 +1057,7 @@ class Client(Waiting):
         if self._stop or state >= STOPPED or state < RUNNING:     # not running or draining
             self._refuse(False)
         combined = False
-        if w[e + E_INFLIGHT] == TAKEN:
+        if w[e + E_INFLIGHT] in (TAKEN, WRITING):   # WRITING: a put_view that raised ViewInUse
             # The previous take is acknowledged before any wait: in this take's lock section
             # when an item is there at once and the in-flight limit cannot bind, else alone.
             if not self._use_loans:
@@ -980,10 +1161,10 @@ class Client(Waiting):
             if self._view is not None:
                 self._view = None            # (a view still exported keeps the mapping)
                 self._fast, self._fast_saved = self._fast_saved, None
-            if ack and w[e + E_INFLIGHT] == TAKEN:
-                self._ack_on_close()
+            if w[e + E_INFLIGHT] == WRITING or (ack and w[e + E_INFLIGHT] == TAKEN):
+                self._ack_on_close()         # a lent slot goes back either way
             w[e + E_PHASE] = IDLE
-            if w[e + E_INFLIGHT] != TAKEN:
+            if w[e + E_INFLIGHT] not in (TAKEN, WRITING):
                 w[e + E_INFLIGHT] = NONE
                 w[e + E_STATE] = FREE    # freed before the lease goes: never seen as dead
             else:

@@ -49,7 +49,7 @@ class Entry:
     ack = _word(E_ACK, "the epoch this client parked for")
     puts = _word(E_PUTS, "sequence number of its last put")
     gets = _word(E_GETS, "items it took")
-    inflight = _word(E_INFLIGHT, "NONE, PREPARED or TAKEN: its in-flight record")
+    inflight = _word(E_INFLIGHT, "NONE, PREPARED, TAKEN or WRITING: its in-flight record")
     inflight_index = _word(E_INFLIGHT_INDEX, "ring index of the first item in the record")
     inflight_n = _word(E_INFLIGHT_N, "items in the record")
     attached = _word(E_ATTACHED, "when it claimed the entry, wall ns")

@@ -256,6 +256,27 @@ def assert_consistent(st, expected_items=None):
     return st
 
 
+def assert_slots_accounted(name):
+    """Every slot of the pool is named exactly once by the ring, the free list or a client's
+    record (taken or lent): none lost, none twice. Only while no operation runs."""
+    from shmfifo import layout
+    from shmfifo.segment import Segment
+    from shmfifo.table import entries
+    seg = Segment.open(name, require_daemon=False, writable=False, semaphores=False)
+    try:
+        w, g = seg.words, seg.geometry
+        named = [w[g.ring_offset // 8 + p % g.nslots] for p in range(w[layout.H_TAIL],
+                                                                      w[layout.H_HEAD])]
+        named += [w[g.free_offset // 8 + p % g.nslots]
+                  for p in range(w[layout.H_FREE_TAIL], w[layout.H_FREE_HEAD])]
+        for entry in entries(seg):
+            if entry.state != layout.FREE and entry.inflight in (layout.TAKEN, layout.WRITING):
+                named += entry.record_slots()
+        assert sorted(named) == list(range(g.nslots)), (len(named), g.nslots, sorted(named))
+    finally:
+        seg.close()
+
+
 def settle(name):
     """Wait until a FIFO with no clients is consistent (a recovery may still be running)."""
     def ok():

@@ -8,7 +8,8 @@ import signal
 import pytest
 
 import shmfifo
-from procs import WAIT, assert_consistent, client_of, settle, status_of, stop, wait_until
+from procs import (WAIT, assert_consistent, assert_slots_accounted, client_of, settle, status_of,
+                   stop, wait_until)
 from shmfifo import layout
 from shmfifo.daemon import geometry_for
 
@@ -161,6 +162,192 @@ def test_a_crash_inside_a_view_block_redelivers_the_item(procs, fifo_name, env, 
     assert (st["items"], st["requeued"]) == (2, 1)
     with shmfifo.attach(fifo_name) as q:
         assert q.get_many(2, timeout=WAIT) == [b"first", b"second"]
+    stop(daemon)
+
+
+# -- put_view ----------------------------------------------------------------------------------
+
+def test_put_view_writes_an_item_in_place(fifo):
+    with fifo.put_view(5) as buf:
+        assert not buf.readonly and len(buf) == 5
+        buf[:] = b"hello"
+    with pytest.raises(ValueError):
+        buf[0]                             # released: unusable after the block
+    fifo.put(b"then")
+    message = fifo.get_message()
+    assert (message.item, message.producer, message.seq) == (b"hello", os.getpid(), 1)
+    assert fifo.get_message().seq == 2     # one sequence with put
+    with fifo.put_view(0):
+        pass
+    assert fifo.get() == b""
+    assert_slots_accounted(fifo.name)
+
+
+def test_numpy_writes_into_a_put_view_and_reads_from_a_get_view(fifo):
+    np = pytest.importorskip("numpy")
+    with fifo.put_view(8 * 64) as buf:
+        frame = np.frombuffer(buf, dtype="<f8")
+        frame[:] = np.arange(64)
+        del frame
+    with fifo.get_view() as view:
+        got = np.frombuffer(view, dtype="<f8")
+        assert got.tolist() == list(range(64))
+        del got
+
+
+def test_an_exception_in_a_put_view_block_puts_nothing(fifo):
+    for _ in range(3 * (fifo.capacity + 8)):        # more than the pool: no slot leaks
+        with pytest.raises(KeyError):
+            with fifo.put_view(3) as buf:
+                buf[:] = b"abc"
+                raise KeyError("not this one")
+    st = status_of(fifo.name)
+    assert (st["items"], st["in_flight"]) == (0, 0)
+    fifo.put_many([b"%d" % k for k in range(fifo.capacity)], timeout=0)   # every slot there
+    assert fifo.get_many(fifo.capacity) == [b"%d" % k for k in range(fifo.capacity)]
+    assert_slots_accounted(fifo.name)
+
+
+def test_a_put_view_on_a_full_fifo_raises_full_and_gives_the_slot_back(fifo):
+    fifo.put_many([b"x"] * fifo.capacity)
+    with pytest.raises(shmfifo.Full):
+        with fifo.put_view(1, timeout=0.1) as buf:
+            buf[0] = 1
+    st = status_of(fifo.name)
+    assert (st["items"], st["in_flight"]) == (fifo.capacity, 0)
+    assert_slots_accounted(fifo.name)
+
+
+def test_no_get_inside_a_put_view_block_but_puts_are_fine(fifo):
+    fifo.put(b"a")
+    with fifo.put_view(1) as buf:
+        with pytest.raises(shmfifo.UsageError):
+            fifo.get()
+        with pytest.raises(shmfifo.UsageError):
+            fifo.ack()
+        with pytest.raises(shmfifo.UsageError):
+            with fifo.get_view():
+                pass
+        with pytest.raises(shmfifo.UsageError):
+            with fifo.put_view(1):
+                pass
+        fifo.put(b"b")
+        buf[0] = ord("c")
+    assert fifo.get_many(3) == [b"a", b"b", b"c"]
+
+
+def test_a_put_view_still_exported_puts_nothing_and_the_slot_comes_back(fifo):
+    np = pytest.importorskip("numpy")
+    with pytest.raises(shmfifo.ViewInUse, match="nothing is put"):
+        with fifo.put_view(4) as buf:
+            array = np.frombuffer(buf, dtype="u1")
+    assert status_of(fifo.name)["in_flight"] == 1        # lent still, under the array
+    del array
+    fifo.put(b"next")
+    assert fifo.get() == b"next"                          # which gives the slot back
+    assert (status_of(fifo.name)["items"], fifo.qsize()) == (0, 0)
+    fifo.ack()
+    assert status_of(fifo.name)["in_flight"] == 0
+    assert_slots_accounted(fifo.name)
+
+
+@pytest.mark.parametrize("nbytes", [-1, 1.5, "3", True])
+def test_put_view_sizes_are_checked(fifo, nbytes):
+    with pytest.raises(shmfifo.UsageError):
+        with fifo.put_view(nbytes):
+            pass
+
+
+def test_put_view_larger_than_the_item_size(fifo):
+    with pytest.raises(shmfifo.ItemTooLarge):
+        with fifo.put_view(4097):
+            pass
+
+
+def _holding(procs, q, env):
+    """A consumer process that took one item of q's FIFO and holds it unacknowledged."""
+    q.put(b"held")
+    holder = procs.python("import shmfifo, sys, time\n"
+                          "q = shmfifo.attach(sys.argv[1])\n"
+                          "print(q.get(timeout=30), flush=True)\n"
+                          "time.sleep(60)\n", q.name, env=env)
+    holder.wait_for("held")
+    return holder
+
+
+def test_put_view_waits_at_the_in_flight_limit(procs, fifo_name, env):
+    """The lent slot is a loan: with --in-flight 1 and an item held by a consumer, a put_view
+    waits (and times out with Full) until the consumer acknowledges."""
+    daemon = procs.daemon(fifo_name, "--size", "4", "--in-flight", "1")
+    with shmfifo.attach(fifo_name) as q:
+        holder = _holding(procs, q, env)
+        with pytest.raises(shmfifo.Full):
+            with q.put_view(1, timeout=0.2) as buf:
+                buf[0] = 1
+        holder.signal(signal.SIGKILL)
+        holder.wait()
+        daemon.wait_for(r"recovery \d+ done")
+        with q.put_view(1, timeout=WAIT) as buf:
+            buf[:] = b"v"
+        assert q.get(timeout=WAIT) == b"held"     # re-queued at the front
+        assert q.get(timeout=WAIT) == b"v"        # (one at a time: the limit is 1)
+    assert_consistent(settle(fifo_name), expected_items=0)
+    assert_slots_accounted(fifo_name)
+    stop(daemon)
+
+
+def test_a_recovery_while_a_put_view_is_open_keeps_its_slot_lent(procs, fifo_name, env):
+    """Another client dies while this one writes in place: the recovery counts the lent slot
+    as this client's (not free), and the block then puts its item."""
+    daemon = procs.daemon(fifo_name, "--size", "4", "--in-flight", "2")
+    with shmfifo.attach(fifo_name) as q:
+        holder = _holding(procs, q, env)
+        with q.put_view(5, timeout=WAIT) as buf:
+            holder.signal(signal.SIGKILL)
+            holder.wait()
+            daemon.wait_for(r"recovery \d+ done")
+            assert_slots_accounted(fifo_name)      # the lent slot is not in the free list
+            st = status_of(fifo_name)
+            assert (st["items"], st["in_flight"], st["semaphores"]["loans"]) == (1, 1, 1)
+            buf[:] = b"mine!"
+        assert_slots_accounted(fifo_name)
+        assert q.get(timeout=WAIT) == b"held"
+        assert q.get(timeout=WAIT) == b"mine!"
+    assert_consistent(settle(fifo_name), expected_items=0)
+    stop(daemon)
+
+
+PUT_VIEW_STEPS = {   # step: is the item in the FIFO afterwards?
+    "putview.lock": False, "putview.lent": False, "putview.popped": False,
+    "putview.publish": False, "putview.written": False,
+    "putview.commit": True, "putview.cleared": True, "putview.done": True,
+}
+
+
+@pytest.mark.parametrize("step", list(PUT_VIEW_STEPS))
+def test_a_crash_at_each_step_of_a_put_view(procs, fifo_name, env, step):
+    """SIGKILL at each step of put_view (with the in-flight limit binding, so the loans
+    count too): the item is in the FIFO exactly when the step is past the commit, the slot
+    is back in the pool either way, and the FIFO goes on."""
+    daemon = procs.daemon(fifo_name, "--size", "4", "--in-flight", "2")
+    victim = procs.python(
+        "import shmfifo, sys\n"
+        "q = shmfifo.attach(sys.argv[1])\n"
+        "q.put(b'before')\n"
+        "with q.put_view(5) as buf:\n"
+        "    buf[:] = b'VIEW!'\n"
+        "q.put(b'after')\n", fifo_name, env={**env, "SHMFIFO_CRASH_AT": step})
+    assert victim.wait() == -signal.SIGKILL
+    daemon.wait_for(r"recovery \d+ done|exited holding nothing")
+    st = settle(fifo_name)
+    expected = [b"before"] + ([b"VIEW!"] if PUT_VIEW_STEPS[step] else [])
+    assert_consistent(st, expected_items=len(expected))
+    assert_slots_accounted(fifo_name)
+    with shmfifo.attach(fifo_name) as q:
+        assert q.get_many(4, timeout=WAIT) == expected
+        q.put_many([b"%d" % k for k in range(4)], timeout=WAIT)   # the pool is whole
+        assert [q.get(timeout=WAIT) for _ in range(4)] == [b"%d" % k for k in range(4)]
+    assert_consistent(settle(fifo_name), expected_items=0)
     stop(daemon)
 
 

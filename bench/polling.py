@@ -13,8 +13,18 @@ core. The consumer waits three ways, one after the other in the same run:
 * ``spin_us=50``: it polls for 50 µs before it sleeps (items arrive every 1,000 µs, so this
   only shows what a short bound costs);
 * ``spin_us=2000`` (busy-poll): longer than the gap between items, so it never sleeps.
+
+Two more rows put the busy-poll in context, measured the same way in the same run:
+
+* iceoryx2's Python binding (a zero-copy publish-subscribe over shared memory, when
+  installed: the bench extra), its subscriber polling ``receive()``;
+* the floor: the producer stores the stamp into a word of a shared mapping and the consumer
+  polls that word in a Python loop. No queue can deliver faster between two Python processes;
+  most of it is the producer's Python waking from its 1 ms sleep, on a cold core.
 """
 
+import ctypes
+import mmap
 import multiprocessing
 import os
 import resource
@@ -46,18 +56,75 @@ def _consumer(name, spin_us, out):
         for _ in range(LATENCY_ITEMS - 1):
             sent, = unpack(q.get(timeout=30))
             samples.append((time.monotonic_ns() - sent) / 1000)
-        elapsed = time.monotonic() - started
-        used = resource.getrusage(resource.RUSAGE_SELF)
+    _report(samples, cpu, started, out)
+
+
+def _word_producer(word, n, rate):
+    stamp = ctypes.c_uint64.from_buffer(word)         # one aligned 8-byte store
+    _paced_producer(lambda ns: setattr(stamp, "value", ns), n, rate)
+
+
+def _word_consumer(word, _, out):
+    stamp = ctypes.c_uint64.from_buffer(word)
+    last = stamp.value
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    samples = []
+    while len(samples) < LATENCY_ITEMS - 1 and time.monotonic() < started + 30:
+        sent = stamp.value
+        if sent != last:
+            samples.append((time.monotonic_ns() - sent) / 1000)
+            last = sent
+    del stamp
+    _report(samples, cpu, started, out)
+
+
+def _iceoryx2_service(name):
+    import iceoryx2 as iox2
+
+    iox2.set_log_level(iox2.LogLevel.Error)   # not "no config file was loaded"
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    service = (node.service_builder(iox2.ServiceName.new(name))
+               .publish_subscribe(ctypes.c_uint64).open_or_create())
+    return node, service
+
+
+def _iceoryx2_producer(name, n, rate):
+    node, service = _iceoryx2_service(name)
+    publisher = service.publisher_builder().create()
+    time.sleep(0.5)                                   # the subscriber is connected
+    _paced_producer(
+        lambda ns: publisher.loan_uninit().write_payload(ctypes.c_uint64(ns)).send(), n, rate)
+
+
+def _iceoryx2_consumer(name, _, out):
+    node, service = _iceoryx2_service(name)
+    subscriber = service.subscriber_builder().create()
+    receive = subscriber.receive
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    samples = []
+    while len(samples) < LATENCY_ITEMS and time.monotonic() < started + 30:
+        sample = receive()
+        if sample is not None:
+            samples.append((time.monotonic_ns() - sample.payload().contents.value) / 1000)
+            del sample                                # gives the loan back
+    _report(samples, cpu, started, out)
+
+
+def _report(samples, cpu, started, out):
+    elapsed = time.monotonic() - started
+    used = resource.getrusage(resource.RUSAGE_SELF)
     busy = (used.ru_utime - cpu.ru_utime + used.ru_stime - cpu.ru_stime) / elapsed
     out.put((_percentiles(samples[10:]), busy))
 
 
-def measure(ctx, name, spin_us):
+def measure(ctx, name, spin_us, consumer=_consumer, producer=_producer):
     out = ctx.Queue()
-    consumer = ctx.Process(target=_consumer, args=(name, spin_us, out))
+    consumer = ctx.Process(target=consumer, args=(name, spin_us, out))
     consumer.start()
     time.sleep(0.3)                                   # attached and waiting
-    producer = ctx.Process(target=_producer, args=(name, LATENCY_ITEMS, RATE))
+    producer = ctx.Process(target=producer, args=(name, LATENCY_ITEMS, RATE))
     producer.start()
     result = out.get(timeout=60)
     producer.join()
@@ -71,6 +138,18 @@ def main(argv=None):
     daemon = _daemon(name)
     try:
         results = [(label, measure(ctx, name, spin_us)) for label, spin_us in WAYS]
+        try:
+            import iceoryx2  # noqa: F401  (the bench extra)
+        except ImportError:
+            print("iceoryx2 is not installed (pip install -e '.[bench]'): its row is left out",
+                  file=sys.stderr)
+        else:
+            results.append(("iceoryx2 subscriber, polling `receive()`",
+                            measure(ctx, f"shmfifo-bench/{os.getpid()}", None,
+                                    _iceoryx2_consumer, _iceoryx2_producer)))
+        word = mmap.mmap(-1, STAMP.size)              # shared with the forked processes
+        results.append(("the floor: one shared word, polled in Python",
+                        measure(ctx, word, None, _word_consumer, _word_producer)))
     finally:
         daemon.terminate()
         daemon.wait()

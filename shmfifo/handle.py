@@ -291,6 +291,30 @@ class Fifo:
             c.release_view()
 
     @contextlib.contextmanager
+    def get_many_views(self, max_items: int, block: bool = True,
+                       timeout: float | None = None) -> Iterator[list[memoryview]]:
+        """get_view for a batch: wait for one item (within the timeout), take up to
+        ``max_items`` (at most the FIFO's batch size) in one lock section, and lend a list of
+        read-only memoryviews, one per item, for the block::
+
+            with q.get_many_views(16) as views:
+                total = sum(len(v) for v in views)
+
+        Leaving the block acknowledges them all; a crash inside it re-delivers them all.
+        What get_view says of a view holds for each. A slot whose length word exceeds the
+        item size is, in its place in the list, the CorruptItem that get would raise."""
+        try:
+            c = self._tls.c
+        except AttributeError:
+            c = self._client()
+        views = c.get_many_views(max_items, block, timeout)
+        try:
+            yield views
+        finally:
+            del views
+            c.release_view()
+
+    @contextlib.contextmanager
     def put_view(self, nbytes: int, block: bool = True,
                  timeout: float | None = None) -> Iterator[memoryview]:
         """Write an item of ``nbytes`` bytes in place, in a free slot of shared memory::

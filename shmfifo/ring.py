@@ -215,7 +215,7 @@ class Client(Waiting):
         self._pool = g.pool_offset
         self._ring = g.ring_offset // 8       # word index of ring[0]
         self._free = g.free_offset // 8       # word index of free[0]
-        self._view = None         # the memoryview get_view lent out, while its block runs
+        self._view = None         # [(view, exporter, baseline)] lent out while a view block runs
         self._spin_ns = int(spin_us * 1000)     # how long a blocking get polls (attach)
         self._fast_saved = None
         self._empty, self._fill, self._loans = seg.empty, seg.fill, seg.loans
@@ -588,29 +588,52 @@ class Client(Waiting):
         """Take one item and return a read-only memoryview of its bytes in its slot (the
         encoded payload: a str's UTF-8, a bytes item's bytes). The slot is this client's
         until ``release_view``; until then no other get or ack of this client may run."""
+        return self._lend_views(1, block, timeout)[0]
+
+    def get_many_views(self, max_items, block=True, timeout=None):
+        """get_view for a batch: wait for one item (within the timeout), take up to
+        ``max_items`` (at most the FIFO's batch size) in one lock section, and return a list
+        of read-only memoryviews, one per item. A slot whose length word exceeds the item
+        size is the CorruptItem it would raise in get, in its place in the list."""
+        if not isinstance(max_items, int) or max_items < 1:
+            raise UsageError("max_items", max_items, "use a whole number of 1 or more")
+        return self._lend_views(min(max_items, self.batch_max), block, timeout)
+
+    def _lend_views(self, max_items, block, timeout):
         self._enter()
         try:
             if self._view is not None:
                 raise UsageError("get_view", "while a view is open",
-                                 "leave the get_view block first")
-            self._take(1, self._deadline(block, timeout))
-            off = self._taken_slot(0)
-            length = slot_length(self._w[off >> 3])
-            if length > self.item_size:
-                self._item(*self._raw(off))       # raises CorruptItem: skipped, as get does
-            # The view comes from an exporter of its own (a ctypes array over the payload), not
-            # from the segment's memoryview: every memoryview or array made from the view then
-            # refers to that exporter, so release_view can tell whether anything still does.
+                                 "leave the get_view or put_view block first")
+            got = self._take(max_items, self._deadline(block, timeout))
+            # Each view comes from an exporter of its own (a ctypes array over the payload),
+            # not from the segment's memoryview: every memoryview or array made from the view
+            # then refers to that exporter, so release_view can tell whether anything does.
             import ctypes     # only here: it costs every client start-up time and memory
-            exporter = (ctypes.c_char * length).from_buffer(self._seg.mm,
-                                                           off + SLOT_HEADER_SIZE)
-            baseline = sys.getrefcount(exporter)
-            view = memoryview(exporter).cast("B").toreadonly()
-            self._view = (view, exporter, baseline)
+            views, lent = [], []
+            for k in range(got):
+                off = self._taken_slot(k)
+                length = slot_length(self._w[off >> 3])
+                if length > self.item_size:
+                    try:
+                        self._item(*self._raw(off))      # raises CorruptItem
+                    except ItemNotDecoded as error:
+                        if max_items == 1:
+                            raise                        # skipped, as get does
+                        # (without its traceback, whose frame holds the other views)
+                        views.append(error.with_traceback(None))
+                        continue
+                exporter = (ctypes.c_char * length).from_buffer(self._seg.mm,
+                                                               off + SLOT_HEADER_SIZE)
+                baseline = sys.getrefcount(exporter)
+                view = memoryview(exporter).cast("B").toreadonly()
+                lent.append((view, exporter, baseline))
+                views.append(view)
+            self._view = lent
             # Until the block ends, every get of this client takes the Python path, which
-            # refuses: the C fast path would acknowledge the slot under the view.
+            # refuses: the C fast path would acknowledge the slots under the views.
             self._fast_saved, self._fast = self._fast, None
-            return view
+            return views
         finally:
             self._active.pop()
 
@@ -623,23 +646,27 @@ class Client(Waiting):
             self.ack()
 
     def _take_view_back(self, writing):
-        """Release the lent view and set the fast path back; its length, or None if none was
-        lent. ViewInUse if something made from it (an array, a memoryview) still refers to
-        the slot: then the slot must stay this client's."""
+        """Release the lent views and set the fast path back; their lengths, or None if none
+        were lent. ViewInUse if something made from one (an array, a memoryview) still refers
+        to its slot: then the slots must stay this client's."""
         lent, self._view = self._view, None
         if lent is None:
             return None
         self._fast, self._fast_saved = self._fast_saved, None
-        view, exporter, baseline = lent
-        nbytes = len(view)
-        try:
-            view.release()
-        except BufferError:
-            raise ViewInUse(self.name, writing) from None
-        del view, lent
-        if sys.getrefcount(exporter) > baseline:
+        lengths, in_use = [], False
+        for view, exporter, baseline in lent:
+            lengths.append(len(view))
+            try:
+                view.release()
+            except BufferError:
+                in_use = True
+                continue
+            del view
+            in_use = in_use or sys.getrefcount(exporter) > baseline + 1    # + lent's tuple
+        del lent
+        if in_use:
             raise ViewInUse(self.name, writing)
-        return nbytes
+        return lengths
 
     # -- put_view: writing an item in place ----------------------------------------------------
 
@@ -664,7 +691,7 @@ class Client(Waiting):
                                                            off + SLOT_HEADER_SIZE)
             baseline = sys.getrefcount(exporter)
             view = memoryview(exporter).cast("B")
-            self._view = (view, exporter, baseline)
+            self._view = [(view, exporter, baseline)]
             # Until the block ends every get and ack of this client takes the Python path,
             # which refuses (_check_no_view): the record holds the lent slot, not a take.
             self._fast_saved, self._fast = self._fast, None
@@ -743,9 +770,10 @@ class Client(Waiting):
         it) cannot be released: ViewInUse, nothing is put, and the slot stays lent until this
         client's next get, ack, put_view or close gives it back. Full (nothing put, the slot
         given back) if no room comes within the timeout."""
-        nbytes = self._take_view_back(writing=True)
-        if nbytes is None:
+        lengths = self._take_view_back(writing=True)
+        if lengths is None:
             return
+        nbytes, = lengths
         if not publish:
             self.ack()                       # the slot goes back to the free list
             return

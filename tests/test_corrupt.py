@@ -4,6 +4,7 @@ mark the FIFO corrupt (clients exit 1 with one line; the daemon still stops on S
 new daemon refuses the segment), and a corrupt item is reported and skipped.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -174,7 +175,10 @@ def test_a_corrupt_item_is_reported_and_skipped(procs, fifo_name, env, bad):
     assert daemon.wait() == 0
 
 
-def test_the_library_raises_corrupt_item_and_goes_on(fifo_name):
+@contextlib.contextmanager
+def _second_of_three_scribbled(fifo_name):
+    """A FIFO served here holding b"a", b"b", b"c", the second with a length word beyond
+    the item size; a handle attached to it."""
     import shmfifo
     with shmfifo.serve(fifo_name, capacity=8, item_size=16):
         with shmfifo.attach(fifo_name) as q:
@@ -182,11 +186,27 @@ def test_the_library_raises_corrupt_item_and_goes_on(fifo_name):
             seg = q._client()._seg
             scribble(fifo_name, offset=_slot_offset(seg, seg.words[H_TAIL] + 1),
                      data=struct.pack("<IH", 0xFFFFFFFF, layout.TAG_BYTES))
-            assert q.get() == b"a"
-            with pytest.raises(shmfifo.CorruptItem, match="length word") as error:
-                q.get()
-            assert error.value.seq == 2
-            assert q.get() == b"c"
+            yield q
+
+
+def test_the_library_raises_corrupt_item_and_goes_on(fifo_name):
+    import shmfifo
+    with _second_of_three_scribbled(fifo_name) as q:
+        assert q.get() == b"a"
+        with pytest.raises(shmfifo.CorruptItem, match="length word") as error:
+            q.get()
+        assert error.value.seq == 2
+        assert q.get() == b"c"
+
+
+def test_a_corrupt_slot_in_a_batch_of_views_is_its_error_in_place(fifo_name):
+    import shmfifo
+    with _second_of_three_scribbled(fifo_name) as q:
+        with q.get_many_views(3) as views:
+            assert bytes(views[0]) == b"a" and bytes(views[2]) == b"c"
+            assert isinstance(views[1], shmfifo.CorruptItem) and views[1].seq == 2
+        q.put(b"d")
+        assert q.get() == b"d"
 
 
 FUZZ = """

@@ -142,27 +142,63 @@ def test_numpy_reads_a_view_without_a_copy(fifo):
     assert total == float(data.sum())
 
 
-def test_a_crash_inside_a_view_block_redelivers_the_item(procs, fifo_name, env, tmp_path):
+VIEW_BLOCKS = {   # the block a holder dies in: (code, how many items it holds)
+    "get_view": ("with q.get_view() as view:\n    views = [view]\n", 1),
+    "get_many_views": ("with q.get_many_views(2) as views:\n", 2),
+}
+
+
+@pytest.mark.parametrize("block", list(VIEW_BLOCKS))
+def test_a_crash_inside_a_view_block_redelivers_its_items(procs, fifo_name, env, tmp_path,
+                                                          block):
+    code, held = VIEW_BLOCKS[block]
     daemon = procs.daemon(fifo_name, "--size", "4")
+    items = [b"one", b"two", b"three"]
     with shmfifo.attach(fifo_name) as q:
-        q.put_many([b"first", b"second"])
+        q.put_many(items)
     inside = tmp_path / "inside"
     holder = procs.python(
         "import shmfifo, sys, time\n"
-        "q = shmfifo.attach(sys.argv[1])\n"
-        "with q.get_view() as view:\n"
-        "    open(sys.argv[2], 'wb').write(bytes(view))\n"
+        "q = shmfifo.attach(sys.argv[1])\n" + code +
+        "    open(sys.argv[2], 'w').write(' '.join(bytes(v).decode() for v in views))\n"
         "    time.sleep(60)\n", fifo_name, str(inside), env=env)
-    wait_until(lambda: inside.exists() and inside.read_bytes(), what="the view")
-    assert inside.read_bytes() == b"first"
+    wait_until(lambda: inside.exists() and inside.read_text(), what="the views")
+    assert inside.read_text() == " ".join(item.decode() for item in items[:held])
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     daemon.wait_for(r"recovery \d+ done")
     st = settle(fifo_name)
-    assert (st["items"], st["requeued"]) == (2, 1)
+    assert (st["items"], st["requeued"]) == (3, held)
     with shmfifo.attach(fifo_name) as q:
-        assert q.get_many(2, timeout=WAIT) == [b"first", b"second"]
+        assert q.get_many(3, timeout=WAIT) == items
     stop(daemon)
+
+
+def test_get_many_views_lends_a_batch_and_acknowledges_it_at_the_end(fifo):
+    fifo.put_many([b"a", b"bb", "ccc"])
+    with fifo.get_many_views(8) as views:
+        assert [bytes(v) for v in views] == [b"a", b"bb", b"ccc"]
+        assert all(v.readonly for v in views)
+        assert status_of(fifo.name)["in_flight"] == 3
+        with pytest.raises(shmfifo.UsageError):
+            fifo.get()
+    with pytest.raises(ValueError):
+        views[0][0]                        # released: unusable after the block
+    st = status_of(fifo.name)
+    assert (st["items"], st["in_flight"]) == (0, 0)
+    assert_slots_accounted(fifo.name)
+
+
+def test_get_many_views_keeps_the_batch_when_one_view_is_still_in_use(fifo):
+    fifo.put_many([b"keep", b"drop"])
+    with pytest.raises(shmfifo.ViewInUse):
+        with fifo.get_many_views(2) as views:
+            kept = views[0][1:3]
+    assert bytes(kept) == b"ee"            # its slot was not given back
+    assert status_of(fifo.name)["in_flight"] == 2
+    del kept
+    fifo.ack()
+    assert status_of(fifo.name)["in_flight"] == 0
 
 
 # -- put_view ----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import aio, layout
-from .errors import FifoClosed, HandleClosed, UsageError
+from .errors import FifoClosed, HandleClosed, UsageError, ViewInUse
 from .layout import H_HEAD, H_STATE, H_TAIL
 from .ring import Client, Message
 from .waiting import WAIT_SLICE
@@ -324,15 +324,15 @@ class Fifo:
                 camera.read_into(frame)             # no copy on the way in
                 del frame                           # nothing made from buf may outlive it
 
-        Leaving the block normally puts the item, a ``bytes`` item of ``nbytes`` bytes for
-        consumers (``get_view`` reads it in place too), waiting for room as ``put`` does
-        (Full if none comes within the timeout: then nothing is put). An exception inside
-        the block, or the process dying there, puts nothing and gives the slot back. The
-        slot is a loan like an item a consumer holds: entering waits only when the FIFO's
-        in-flight limit binds. Entering acknowledges what this thread took before, and no
-        get or ack of this thread may run inside the block (UsageError). Something that
-        still exports the view when the block ends (an array made from it) makes the block
-        end with ViewInUse and nothing put."""
+        Entering waits for room as ``put`` does (Full if none comes within the timeout)
+        and reserves it; leaving the block normally puts the item, a ``bytes`` item of
+        ``nbytes`` bytes for consumers (``get_view`` reads it in place too), without waiting
+        again. An exception inside the block, or the process dying there, puts nothing and
+        gives the slot and the room back. Entering acknowledges what this thread took
+        before, and no get or ack of this thread may run inside the block (UsageError).
+        Something that still exports the view when the block ends (an array made from it)
+        makes the block end with ViewInUse and nothing put; a close of the handle inside the
+        block, with HandleClosed."""
         try:
             c = self._tls.c
         except AttributeError:
@@ -341,9 +341,12 @@ class Fifo:
         try:
             yield view
         except BaseException:
-            c.release_put_view(False)
+            try:
+                c.release_put_view(False)
+            except (ViewInUse, HandleClosed):
+                pass            # nothing is put either way: the block's own exception goes on
             raise
-        c.release_put_view(True, block, timeout)
+        c.release_put_view(True)
 
     def get_many(self, max_items: int, block: bool = True,
                  timeout: float | None = None) -> list[Any]:

@@ -16,7 +16,8 @@ without stopping the survivors for longer than the repair:
    that a daemon that dies half-way lets the next one finish without losing or duplicating
    anything;
 6. rebuild the free list from what is owned (the ring's slots and every live record's,
-   taken or lent),
+   taken or lent to a put_view, whose reserved room counts as queued for ``empty`` and
+   ``debt``),
    checking that no slot is named twice; set every lock to 1, ``fill`` = queued, ``empty``
    = max(0, capacity - queued), ``debt`` = max(0, queued - capacity) and ``loans`` =
    in_flight - what live records hold;
@@ -332,7 +333,7 @@ class Recovery:
     def _rebuild_free_list(self, dead):
         """Every slot that neither the ring nor a live record names is free: the free list is
         written anew from that, whatever a client dying in a lock section left in it. Returns
-        how many slots the live records hold."""
+        how many slots the live records hold taken, and how many are lent to put_views."""
         seg, w = self.seg, self.seg.words
         g = seg.geometry
         owner = {}                   # slot -> who names it, to find a slot named twice
@@ -343,7 +344,7 @@ class Recovery:
                 raise Corrupt(f"ring position {position} names slot {slot} of a pool of "
                               f"{g.nslots}")
             self._own(owner, slot, f"ring position {position}")
-        held = 0
+        held = writing = 0
         for entry in entries(seg):
             if entry.index in dead or entry.inflight not in (TAKEN, WRITING):
                 continue
@@ -352,12 +353,15 @@ class Recovery:
                 raise Corrupt(problem)
             for slot in entry.record_slots():
                 self._own(owner, slot, f"entry {entry.index}'s record")
-                held += 1
+            if entry.inflight == TAKEN:
+                held += entry.inflight_n
+            else:
+                writing += 1
         if held > g.in_flight:
             raise Corrupt(f"live records hold {held} items, more than the in-flight limit of "
                           f"{g.in_flight}")
         _write_free(seg, w[H_FREE_TAIL], [s for s in range(g.nslots) if s not in owner])
-        return held
+        return held, writing
 
     @staticmethod
     def _own(owner, slot, who):
@@ -372,13 +376,16 @@ class Recovery:
             raise Corrupt(problem)
         count = w[H_HEAD] - w[H_TAIL]
         g = seg.geometry
-        held = self._rebuild_free_list(set(dead))
+        held, writing = self._rebuild_free_list(set(dead))
+        # A live put_view holds an empty token for the room its item will take: it is
+        # counted as queued here, and its put then takes no token.
+        count += writing
         w[H_DEBT] = max(0, count - g.capacity)
         bound = 2 * g.nslots
         set_semaphore(seg.put_lock, 1, bound)
         if seg.take_lock is not seg.put_lock:
             set_semaphore(seg.take_lock, 1, bound)
-        set_semaphore(seg.fill, count, bound)
+        set_semaphore(seg.fill, count - writing, bound)
         set_semaphore(seg.empty, max(0, g.capacity - count), bound)
         set_semaphore(seg.loans, g.in_flight - held, bound)
 

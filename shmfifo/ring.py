@@ -41,12 +41,12 @@ Get:  [acknowledge first, if the record is TAKEN: take_lock.acquire -> push the 
       slot, which is this consumer's until it acknowledges it: by the next get, ``ack`` or
       ``close``. The queue's room is given back at the take, as queue.Queue does; the slot
       and the ``loans`` token at the acknowledgement.
-Put in place (put_view): [acknowledge first, as a get does] -> loans.acquire -> put_lock ->
+Put in place (put_view): [acknowledge first, as a get does] -> empty.acquire -> put_lock ->
       the free list's next number into the record, WRITING -> **free_tail += 1** ->
-      put_lock.release; the caller writes the slot; then empty.acquire -> put_lock -> the
-      number at ring[head] -> **head += 1** (the commit) -> record NONE -> put_lock.release ->
-      fill.release, loans.release. Not put (an exception, Full): the record's number goes
-      back as an acknowledgement does.
+      put_lock.release; the caller writes the slot; then put_lock -> the number at
+      ring[head] -> **head += 1** (the commit) -> record NONE -> put_lock.release ->
+      fill.release. Not put (an exception, a stop): the record's number goes back as an
+      acknowledgement does, and its room with it (to ``debt`` first, else ``empty``).
 
 What a SIGKILL at each step leaves, and how the daemon repairs it at quiescence:
 a token taken and not used (empty/fill/lock held) -> semaphores are recomputed from the
@@ -83,6 +83,7 @@ and str items (same steps, words, fence and crash points); whenever a step would
 undoes what it took and this code does the whole operation.
 """
 
+import operator
 import os
 import sys
 import time
@@ -642,7 +643,9 @@ class Client(Waiting):
         is still exported (a numpy array or another memoryview made from it) cannot be
         released: ViewInUse, and the item stays unacknowledged (the next get, ack or close
         acknowledges it)."""
-        if self._take_view_back(writing=False) is not None and ack:
+        if self._take_view_back(writing=False) is not None and ack and self not in self._active:
+            # (inside another operation of this client, a generator left in a view block
+            # is being collected: the next get, ack or close acknowledges instead)
             self.ack()
 
     def _take_view_back(self, writing):
@@ -671,12 +674,16 @@ class Client(Waiting):
     # -- put_view: writing an item in place ----------------------------------------------------
 
     def put_view(self, nbytes, block=True, timeout=None):
-        """Lend a free slot for an item of ``nbytes`` bytes and return a writable memoryview of
-        its payload. The slot is this client's (its record WRITING) until ``release_put_view``
-        puts it into the ring or gives it back; until then no get or ack of this client may
-        run. Waits (within the timeout) only where the in-flight limit can bind: the slot is
-        a loan, like an item a consumer holds."""
-        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+        """Reserve room in the queue (an ``empty`` token, waiting as put does), lend a free
+        slot for an item of ``nbytes`` bytes and return a writable memoryview of its payload.
+        The slot and the room are this client's (its record WRITING) until
+        ``release_put_view`` puts the item, which then never waits for room, or gives both
+        back; until then no get or ack of this client may run."""
+        try:
+            nbytes = operator.index(nbytes) if not isinstance(nbytes, bool) else -1
+        except TypeError:
+            nbytes = -1
+        if nbytes < 0:
             raise UsageError("nbytes", nbytes, "use a whole number of bytes, 0 or more")
         if nbytes > self.item_size:
             raise ItemTooLarge(nbytes, self.item_size, self.name)
@@ -731,27 +738,29 @@ class Client(Waiting):
         return lock
 
     def _reserve_run(self, deadline):
-        """One put-lock section: pop a free slot into this client's record (WRITING), after
-        acknowledging the previous take. Returns the slot number."""
+        """An ``empty`` token (the room the item will take), then one put-lock section that
+        pops a free slot into this client's record (WRITING), after acknowledging the
+        previous take. Returns the slot number. The slot is not a loan: a producer holding
+        an ``empty`` token always finds a free slot (the contract, above), so a lent slot
+        never waits on, or for, what consumers hold."""
         w, e = self._w, self._e
         crash = self._crash
         self._begin_put()
         if w[e + E_INFLIGHT] in (TAKEN, WRITING):
             self._ack_section()              # the record is about to hold the lent slot
-        if self._use_loans:
-            loans = self._loans
-            try:
-                loans.acquire(0)
-            except posix_ipc.BusyError:
-                self._wait_token(loans, deadline, BLOCKED_IN_FLIGHT, True)
-        lock = self._lock(self._put_lock, self._loans, 1 if self._use_loans else 0)
+        empty = self._empty
+        try:
+            empty.acquire(0)
+        except posix_ipc.BusyError:
+            self._wait_token(empty, deadline, BLOCKED_FULL, True)
+        lock = self._lock(self._put_lock, empty, 1)
         if crash:
             crash("putview.lock")
         ftail, cap = w[H_FREE_TAIL], self._nslots
         slot = w[self._free + ftail % cap]
         if not 1 <= w[H_FREE_HEAD] - ftail <= cap or slot >= cap:
-            self._undo(lock, self._loans, 1 if self._use_loans else 0)
-            raise self._corrupt("the free list has no slot for a loan the limit allows")
+            self._undo(lock, empty, 1)
+            raise self._corrupt("the free list holds fewer slots than tokens were taken")
         w[self._rec] = slot
         w[e + E_INFLIGHT_N] = 1
         w[e + E_INFLIGHT] = WRITING          # still in the free list too: no step to undo
@@ -764,22 +773,25 @@ class Client(Waiting):
         w[e + E_PHASE] = IDLE
         return slot
 
-    def release_put_view(self, publish, block=True, timeout=None):
+    def release_put_view(self, publish):
         """End what put_view started: release the view, then put the slot's item into the
-        ring (``publish``) or give the slot back. A view still exported (an array made from
-        it) cannot be released: ViewInUse, nothing is put, and the slot stays lent until this
-        client's next get, ack, put_view or close gives it back. Full (nothing put, the slot
-        given back) if no room comes within the timeout."""
+        ring (``publish``; its room was reserved, so this waits for nothing but the lock) or
+        give the slot and the room back. A view still exported (an array made from it)
+        cannot be released: ViewInUse, nothing is put, and the slot stays lent until this
+        client's next get, ack, put_view or close gives it back. HandleClosed if the handle
+        was closed inside the block (close gave the slot back)."""
         lengths = self._take_view_back(writing=True)
         if lengths is None:
+            if publish and self.closed:
+                raise HandleClosed(self.name)
             return
         nbytes, = lengths
         if not publish:
-            self.ack()                       # the slot goes back to the free list
+            self._give_back_lent()
             return
         self._enter()
         try:
-            self._parking(self._publish_run, self._deadline(block, timeout), nbytes)
+            self._parking(self._publish_run, None, nbytes)
         except BaseException:
             self._give_back_lent()
             raise
@@ -787,33 +799,32 @@ class Client(Waiting):
             self._active.pop()
 
     def _give_back_lent(self):
-        """A put_view whose item was not put: its slot back to the free list now, if that can
-        be done (else the next get, ack, put_view or close does it, or the daemon if this
-        process dies)."""
-        if self._w is not None and not self.closed and self._w[self._e + E_INFLIGHT] == WRITING:
-            try:
-                self.ack()
-            except Exception:
-                pass
+        """A put_view whose item was not put: its slot and room back now, if that can be done
+        without waiting (else the next get, ack, put_view or close does it, or the daemon if
+        this process dies). Never inside another operation of this client: a generator left
+        in a put_view block may be collected in the middle of one, holding the lock that the
+        give-back needs."""
+        if (self._w is None or self.closed or self in self._active
+                or self._w[self._e + E_INFLIGHT] != WRITING):
+            return
+        try:
+            self.ack()
+        except Exception:
+            pass
 
     def _publish_run(self, nbytes, deadline):
-        """One put-lock section that queues the lent slot: an ``empty`` token, then the slot
-        number at ring[head], **head += 1** (the commit), the record NONE."""
+        """One put-lock section that queues the lent slot, whose room put_view reserved: the
+        slot number at ring[head], **head += 1** (the commit), the record NONE."""
         w, b, e = self._w, self._b, self._e
         crash = self._crash
         slot = w[self._rec]
         if w[e + E_INFLIGHT] != WRITING or w[e + E_INFLIGHT_N] != 1 or slot >= self._nslots:
             raise self._corrupt("this client's lent slot is no longer in its record")
         self._begin_put()
-        empty = self._empty
-        try:
-            empty.acquire(0)
-        except posix_ipc.BusyError:
-            self._wait_token(empty, deadline, BLOCKED_FULL, True)
         seq = self._seq + 1
         SLOT_HEADER.pack_into(b, self._pool + slot * self._slot_size, nbytes, TAG_BYTES, 0,
                               self.pid, seq, time.monotonic_ns())
-        lock = self._lock(self._put_lock, empty, 1)
+        lock = self._lock(self._put_lock, None, 0)
         if crash:
             crash("putview.publish")
         head = w[H_HEAD]
@@ -828,8 +839,6 @@ class Client(Waiting):
             crash("putview.cleared")
         lock.release()
         self._fill.release()
-        if self._use_loans:
-            self._loans.release()
         self._seq = seq
         w[e + E_PUTS] = seq
         w[e + E_PHASE] = IDLE
@@ -1025,13 +1034,15 @@ class Client(Waiting):
     @_hot_path
     def _ack_push(self, lock):
         """With take_lock held: push the record's slot numbers onto the free list and mark
-        it NONE; return how many (their ``loans`` tokens are the caller's to release)."""
+        it NONE; return how many ``loans`` tokens the caller is to release (none for a slot
+        lent to put_view, whose reserved room this gives back instead)."""
         w, e = self._w, self._e
         crash = self._crash
         n = w[e + E_INFLIGHT_N]
         if not 1 <= n <= self.batch_max:
             self._undo(lock, None, 0)
             raise self._corrupt(f"an in-flight record holds {n} items")
+        writing = w[e + E_INFLIGHT] == WRITING
         cap, free, rec, fhead = self._nslots, self._free, self._rec, w[H_FREE_HEAD]
         _copy_words(w, rec, 0, free, fhead % cap, cap, n)
         w[H_FREE_HEAD] = fhead + n & WORD_MASK      # the slots are free from here on
@@ -1040,6 +1051,15 @@ class Client(Waiting):
         w[e + E_INFLIGHT] = NONE
         if crash:
             crash("ack.cleared")
+        if writing:
+            # A put_view's slot, not put: the room it reserved goes back too, to the debt
+            # first (which takes pay under this lock), as a take gives its room back.
+            debt = w[H_DEBT]
+            if debt:
+                w[H_DEBT] = debt - 1
+            else:
+                self._empty.release()
+            return 0                                # no loans: a lent slot holds none
         return n
 
     def _take_tokens(self, max_items, deadline):
@@ -1085,10 +1105,11 @@ class Client(Waiting):
         if self._stop or state >= STOPPED or state < RUNNING:     # not running or draining
             self._refuse(False)
         combined = False
-        if w[e + E_INFLIGHT] in (TAKEN, WRITING):   # WRITING: a put_view that raised ViewInUse
+        inflight = w[e + E_INFLIGHT]
+        if inflight in (TAKEN, WRITING):      # WRITING: a put_view that raised ViewInUse
             # The previous take is acknowledged before any wait: in this take's lock section
             # when an item is there at once and the in-flight limit cannot bind, else alone.
-            if not self._use_loans:
+            if inflight == TAKEN and not self._use_loans:
                 try:
                     fill.acquire(0)
                     combined = True
@@ -1187,8 +1208,14 @@ class Client(Waiting):
             if w is None:
                 return
             if self._view is not None:
-                self._view = None            # (a view still exported keeps the mapping)
+                lent, self._view = self._view, None
                 self._fast, self._fast_saved = self._fast_saved, None
+                for view, _, _ in lent:
+                    try:
+                        view.release()       # unusable from here on: the slot goes back
+                    except BufferError:
+                        pass                 # (a view still exported keeps the mapping)
+                del lent
             if w[e + E_INFLIGHT] == WRITING or (ack and w[e + E_INFLIGHT] == TAKEN):
                 self._ack_on_close()         # a lent slot goes back either way
             w[e + E_PHASE] = IDLE
@@ -1235,8 +1262,10 @@ class Client(Waiting):
     def _release(self):
         self._w = self._b = None
         fast, self._fast = self._fast, None
-        if fast is not None:
-            fast.close()          # its buffer export would keep the mapping open
+        saved, self._fast_saved = self._fast_saved, None     # set aside by a lent view
+        for ring in (fast, saved):
+            if ring is not None:
+                ring.close()      # its buffer export would keep the mapping open
 
     def __repr__(self):
         state = "closed" if self.closed else f"entry {self.index}"

@@ -60,6 +60,7 @@ class ClientStatus:
     state: str                # running, blocked on full/empty, parked, stopped, dead, ...
     in_flight: int            # items taken and not yet acknowledged
     attached_ns: int
+    writing: int = 0          # 1 while a put_view of this client holds a slot and its room
     resent: int = 0           # a bridge's items sent again (possible duplicates downstream)
     link: str = ""            # a bridge's link to its peer: "up", "down" or "" (not yet)
 
@@ -93,6 +94,7 @@ class FifoStatus:
     owner: int = -1           # uid owning the segment
     reserved: int = 0         # bytes of the segment, all reserved when it was created
     in_flight_max: int = 0    # how many items may be in flight (the geometry's in_flight)
+    writing: int = 0          # items being written in place (put_view): room reserved
 
 
 def _client(entry):
@@ -110,14 +112,15 @@ def _client(entry):
             state = layout.PHASE_NAMES.get(entry.phase, "running")
             if state in ("putting", "getting"):
                 state = "running"
-    inflight = entry.inflight_n if entry.inflight != layout.NONE else 0
+    inflight = entry.inflight_n if entry.inflight in (layout.PREPARED, layout.TAKEN) else 0
     link = LINKS.get(entry.link, "") if entry.role == layout.ROLE_BRIDGE else ""
     if link == "down" and state != DEAD:
         state = PEER_DOWN
     return ClientStatus(
         index=entry.index, role=entry.role_name, pid=pid, item=entry.param,
         rate=None if math.isinf(rate) else rate, puts=entry.puts, gets=entry.gets,
-        state=state, in_flight=inflight, attached_ns=entry.attached, resent=entry.resent,
+        state=state, in_flight=inflight, writing=int(entry.inflight == layout.WRITING),
+        attached_ns=entry.attached, resent=entry.resent,
         link=link)
 
 
@@ -156,7 +159,7 @@ def _read(seg):
         semaphores=tuple(sems), puts=head - layout.BASE,
         taken=tail - layout.BASE + requeued, requeued=requeued,
         recoveries=recoveries, debt=w[H_DEBT], in_flight=sum(c.in_flight for c in clients),
-        in_flight_max=g.in_flight,
+        writing=sum(c.writing for c in clients), in_flight_max=g.in_flight,
         daemon_pid=w[H_DAEMON_PID], daemon=daemon,
         blocker=w[H_BLOCKER], clients=clients,
         mode=stat.S_IMODE(os.fstat(seg.fd).st_mode), owner=os.fstat(seg.fd).st_uid,
@@ -238,6 +241,7 @@ def format_status(st):
         f"FIFO {st.name!r}  {daemon_text(st)}  {locks}",
         f"  items       {st.items}/{st.capacity}" +
         (f" +{st.in_flight} in flight" if st.in_flight else "") +
+        (f" +{st.writing} being written" if st.writing else "") +
         f" (slots of {st.item_size} bytes, {st.max_clients} clients max, mode "
         f"{st.mode:04o}{_owner(st)})",
         f"  memory      {size_text(st.reserved)} reserved: {st.capacity + st.in_flight_max} "

@@ -4,6 +4,7 @@ On the C and the pure-Python path, with real processes where a crash is involved
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -238,7 +239,7 @@ def test_an_exception_in_a_put_view_block_puts_nothing(fifo):
                 buf[:] = b"abc"
                 raise KeyError("not this one")
     st = status_of(fifo.name)
-    assert (st["items"], st["in_flight"]) == (0, 0)
+    assert (st["items"], st["writing"], st["semaphores"]["empty"]) == (0, 0, fifo.capacity)
     fifo.put_many([b"%d" % k for k in range(fifo.capacity)], timeout=0)   # every slot there
     assert fifo.get_many(fifo.capacity) == [b"%d" % k for k in range(fifo.capacity)]
     assert_slots_accounted(fifo.name)
@@ -250,7 +251,7 @@ def test_a_put_view_on_a_full_fifo_raises_full_and_gives_the_slot_back(fifo):
         with fifo.put_view(1, timeout=0.1) as buf:
             buf[0] = 1
     st = status_of(fifo.name)
-    assert (st["items"], st["in_flight"]) == (fifo.capacity, 0)
+    assert (st["items"], st["writing"], st["semaphores"]["empty"]) == (fifo.capacity, 0, 0)
     assert_slots_accounted(fifo.name)
 
 
@@ -277,14 +278,31 @@ def test_a_put_view_still_exported_puts_nothing_and_the_slot_comes_back(fifo):
     with pytest.raises(shmfifo.ViewInUse, match="nothing is put"):
         with fifo.put_view(4) as buf:
             array = np.frombuffer(buf, dtype="u1")
-    assert status_of(fifo.name)["in_flight"] == 1        # lent still, under the array
+    assert status_of(fifo.name)["writing"] == 1          # lent still, under the array
     del array
     fifo.put(b"next")
     assert fifo.get() == b"next"                          # which gives the slot back
-    assert (status_of(fifo.name)["items"], fifo.qsize()) == (0, 0)
+    st = status_of(fifo.name)
+    assert (st["items"], st["writing"], st["semaphores"]["empty"]) == (0, 0, fifo.capacity)
     fifo.ack()
-    assert status_of(fifo.name)["in_flight"] == 0
     assert_slots_accounted(fifo.name)
+
+
+def test_put_view_takes_any_integer_size(fifo):
+    np = pytest.importorskip("numpy")
+    with fifo.put_view(np.prod(np.array([2, 2]))) as buf:      # a numpy integer
+        buf[:] = b"abcd"
+    assert fifo.get() == b"abcd"
+
+
+def test_the_blocks_own_exception_wins_over_a_view_still_in_use(fifo):
+    np = pytest.importorskip("numpy")
+    with pytest.raises(KeyboardInterrupt):
+        with fifo.put_view(4) as buf:
+            array = np.frombuffer(buf, dtype="u1")
+            raise KeyboardInterrupt
+    del array
+    assert fifo.qsize() == 0
 
 
 @pytest.mark.parametrize("nbytes", [-1, 1.5, "3", True])
@@ -311,25 +329,64 @@ def _holding(procs, q, env):
     return holder
 
 
-def test_put_view_waits_at_the_in_flight_limit(procs, fifo_name, env):
-    """The lent slot is a loan: with --in-flight 1 and an item held by a consumer, a put_view
-    waits (and times out with Full) until the consumer acknowledges."""
+def test_put_view_is_not_held_by_the_in_flight_limit(procs, fifo_name, env):
+    """The lent slot is no loan. With --in-flight 1: a consumer waiting on the empty FIFO
+    holds the only loans token while it waits, and a put_view still goes in, and reaches
+    it; a consumer holding the only item in flight does not stop a put_view either."""
     daemon = procs.daemon(fifo_name, "--size", "4", "--in-flight", "1")
     with shmfifo.attach(fifo_name) as q:
-        holder = _holding(procs, q, env)
-        with pytest.raises(shmfifo.Full):
-            with q.put_view(1, timeout=0.2) as buf:
-                buf[0] = 1
-        holder.signal(signal.SIGKILL)
-        holder.wait()
-        daemon.wait_for(r"recovery \d+ done")
-        with q.put_view(1, timeout=WAIT) as buf:
-            buf[:] = b"v"
-        assert q.get(timeout=WAIT) == b"held"     # re-queued at the front
-        assert q.get(timeout=WAIT) == b"v"        # (one at a time: the limit is 1)
-    assert_consistent(settle(fifo_name), expected_items=0)
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(q.get(timeout=WAIT)))
+        waiter.start()                       # (its own client: another thread)
+        wait_until(lambda: [c for c in status_of(fifo_name)["clients"]
+                            if c["state"] == "blocked on empty"], what="the waiter")
+        assert status_of(fifo_name)["semaphores"]["loans"] == 0
+        with q.put_view(5, timeout=WAIT) as buf:
+            buf[:] = b"frame"
+        waiter.join(WAIT)
+        assert got == [b"frame"]             # the waiter holds it, unacknowledged
+        with q.put_view(4, timeout=WAIT) as buf:
+            buf[:] = b"next"
+        assert q.qsize() == 1
+    assert_consistent(settle(fifo_name), expected_items=1)
     assert_slots_accounted(fifo_name)
     stop(daemon)
+
+
+def test_put_view_waits_for_room_on_entering(fifo):
+    fifo.put_many([b"x"] * fifo.capacity)
+    entered = []
+    with pytest.raises(shmfifo.Full):
+        with fifo.put_view(1, timeout=0.1) as buf:
+            entered.append(buf)
+    assert entered == []                     # Full before the block: nothing to write
+    taker = threading.Timer(0.2, lambda: fifo_other_get(fifo.name))
+    taker.start()
+    with fifo.put_view(1, timeout=WAIT) as buf:   # room comes when the other takes one
+        buf[:] = b"y"
+    taker.join()
+    assert fifo.get_many(fifo.capacity) == [b"x"] * (fifo.capacity - 1) + [b"y"]
+    assert_slots_accounted(fifo.name)
+
+
+def fifo_other_get(name):
+    with shmfifo.attach(name) as other:
+        assert other.get(timeout=WAIT) == b"x"
+
+
+def test_closing_the_handle_inside_a_put_view_block_puts_nothing(fifo_name, env, monkeypatch):
+    monkeypatch.setattr("shmfifo.ring.USE_FASTPATH",
+                        env["SHMFIFO_PURE"] == "0" and shmfifo.ring._fastpath is not None)
+    with shmfifo.serve(fifo_name, capacity=4, item_size=64):
+        q = shmfifo.attach(fifo_name)
+        with pytest.raises(shmfifo.HandleClosed):
+            with q.put_view(5) as buf:
+                q.close()
+                with pytest.raises(ValueError):
+                    buf[:] = b"late!"        # released by close: it writes nowhere
+        st = status_of(fifo_name)
+        assert (st["items"], st["writing"], st["semaphores"]["empty"]) == (0, 0, 4)
+        assert_slots_accounted(fifo_name)
 
 
 def test_a_recovery_while_a_put_view_is_open_keeps_its_slot_lent(procs, fifo_name, env):
@@ -344,13 +401,90 @@ def test_a_recovery_while_a_put_view_is_open_keeps_its_slot_lent(procs, fifo_nam
             daemon.wait_for(r"recovery \d+ done")
             assert_slots_accounted(fifo_name)      # the lent slot is not in the free list
             st = status_of(fifo_name)
-            assert (st["items"], st["in_flight"], st["semaphores"]["loans"]) == (1, 1, 1)
+            assert (st["items"], st["in_flight"], st["writing"]) == (1, 0, 1)
+            assert st["semaphores"]["loans"] == 2                  # the lent slot is no loan
+            assert st["semaphores"]["empty"] == 2                  # its room stays reserved
             buf[:] = b"mine!"
         assert_slots_accounted(fifo_name)
         assert q.get(timeout=WAIT) == b"held"
         assert q.get(timeout=WAIT) == b"mine!"
     assert_consistent(settle(fifo_name), expected_items=0)
     stop(daemon)
+
+
+@pytest.mark.timeout(60)
+def test_a_view_block_collected_inside_a_lock_section_does_not_hang(fifo):
+    """A generator left inside a put_view or get_view block, in a reference cycle, may be
+    finalized by the garbage collector at any allocation, also inside this thread's own put
+    lock section: giving its slot back there would wait for the lock this thread holds.
+    It is left for the thread's next operation instead, which gives it back."""
+    import gc
+
+    def writer():
+        with fifo.put_view(8) as buf:
+            buf[:] = b"12345678"
+            yield
+
+    def reader():
+        with fifo.get_view():
+            yield
+
+    for n in range(1, 200):
+        fifo.put(b"r")
+        g = (writer, reader)[n % 2]()
+        next(g)
+        cycle = [g]
+        cycle.append(cycle)              # only the collector frees it
+        del g, cycle
+        gc.set_threshold(n // 2 % 40 + 1)   # collect at about the n-th allocation
+        try:
+            fifo.put(n)                  # an int: the Python put path, its lock section
+        finally:
+            gc.set_threshold(700)
+        gc.collect()
+        while True:
+            try:
+                fifo.get_nowait()
+            except shmfifo.Empty:
+                break
+    fifo.ack()
+    st = status_of(fifo.name)
+    assert (st["items"], st["in_flight"], st["writing"]) == (0, 0, 0)
+    assert_slots_accounted(fifo.name)
+
+
+@pytest.mark.parametrize("block", ["get_view", "put_view"])
+def test_a_child_forked_inside_a_view_block_leaves_the_parents_slot_alone(fifo, block):
+    """The child inherits the block but not the client: leaving it there raises
+    HandleClosed and acknowledges, puts or gives back nothing of the parent's."""
+    fifo.put(b"item")
+    view_block = fifo.get_view() if block == "get_view" else fifo.put_view(4)
+    view = view_block.__enter__()
+    before = status_of(fifo.name)
+    pid = os.fork()
+    if pid == 0:                                  # the child
+        try:
+            view_block.__exit__(None, None, None)
+            os._exit(1)
+        except shmfifo.HandleClosed:
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    _, code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    after = status_of(fifo.name)
+    keys = ("items", "in_flight", "writing", "semaphores")
+    assert [after[k] for k in keys] == [before[k] for k in keys]
+    if block == "put_view":
+        view[:] = b"mine"
+    del view
+    view_block.__exit__(None, None, None)         # the parent's own end of the block
+    if block == "put_view":
+        assert fifo.get_many(2) == [b"item", b"mine"]
+    else:
+        st = status_of(fifo.name)
+        assert (st["items"], st["in_flight"]) == (0, 0)     # acknowledged by the parent
+    assert_slots_accounted(fifo.name)
 
 
 PUT_VIEW_STEPS = {   # step: is the item in the FIFO afterwards?

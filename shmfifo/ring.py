@@ -793,10 +793,10 @@ class Client(Waiting):
         try:
             self._parking(self._publish_run, None, nbytes)
         except BaseException:
+            self._active.pop()               # (left first: _give_back_lent checks it)
             self._give_back_lent()
             raise
-        finally:
-            self._active.pop()
+        self._active.pop()
 
     def _give_back_lent(self):
         """A put_view whose item was not put: its slot and room back now, if that can be done

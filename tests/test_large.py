@@ -487,6 +487,25 @@ def test_a_child_forked_inside_a_view_block_leaves_the_parents_slot_alone(fifo, 
     assert_slots_accounted(fifo.name)
 
 
+def test_a_put_view_when_the_fifo_stops_gives_its_slot_and_room_back(procs, fifo_name, env):
+    """The daemon starts draining while a block is open: leaving it cannot put (FifoClosed)
+    and gives back the slot and the room at once, so the drain is not left one slot short."""
+    daemon = procs.daemon(fifo_name, "--size", "4", "--drain-timeout", "30")
+    with shmfifo.attach(fifo_name) as q:
+        q.put(b"queued")
+        with pytest.raises(shmfifo.FifoClosed):
+            with q.put_view(3) as buf:
+                daemon.signal()
+                wait_until(lambda: status_of(fifo_name)["daemon"] == "draining",
+                           what="the drain")
+                buf[:] = b"new"
+        st = status_of(fifo_name)
+        assert (st["items"], st["writing"], st["semaphores"]["empty"]) == (1, 0, 3)
+        assert_slots_accounted(fifo_name)
+        assert q.get(timeout=WAIT) == b"queued"
+    assert daemon.wait() == 0
+
+
 PUT_VIEW_STEPS = {   # step: is the item in the FIFO afterwards?
     "putview.lock": False, "putview.lent": False, "putview.popped": False,
     "putview.publish": False, "putview.written": False,

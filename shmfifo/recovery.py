@@ -126,6 +126,15 @@ def record_problem(entry):
     return None
 
 
+_MASK = (1 << 64) - 1
+
+
+def _add(w, word, n):
+    """A counter word plus n, wrapping as C's do: a scribbled word (the epoch at 2**64 - 1)
+    must not make the daemon fail with a traceback in the middle of a recovery."""
+    w[word] = w[word] + n & _MASK
+
+
 def init_free_list(seg):
     """A new FIFO: nothing queued, every slot free."""
     w, g = seg.words, seg.geometry
@@ -140,7 +149,7 @@ def _write_free(seg, free_tail, slots):
     for n, slot in enumerate(slots, 1):
         w[base + (free_tail + n - 1) % cap] = slot
     w[H_FREE_TAIL] = free_tail
-    w[H_FREE_HEAD] = free_tail + n
+    w[H_FREE_HEAD] = free_tail + n & _MASK
 
 
 def set_semaphore(sem, value, bound):
@@ -179,7 +188,7 @@ class Recovery:
         w, crash = self.seg.words, self._crash
         dead = set(dead)
         if not w[H_EPOCH] & 1:
-            w[H_EPOCH] += 1              # odd: a recovery is in progress
+            _add(w, H_EPOCH, 1)          # odd: a recovery is in progress
         fence()                          # the epoch is visible before we read any phase
         if crash:
             crash("recovery.epoch")
@@ -206,9 +215,9 @@ class Recovery:
             self._free(index)
         if crash:
             crash("recovery.freed")
-        w[H_RECOVERIES] += 1
+        _add(w, H_RECOVERIES, 1)
         w[H_BLOCKER] = 0
-        w[H_EPOCH] += 1                  # even: clients resume
+        _add(w, H_EPOCH, 1)              # even: clients resume
         self.requeued = requeued
         return sorted(dead)
 
@@ -284,11 +293,11 @@ class Recovery:
         if entry.inflight == TAKEN:
             if w[H_TAIL] == before:          # the copy may be partial: redo it and commit
                 self._copy_record_to_ring(index, before - n)
-                w[H_TAIL] = before - n
+                w[H_TAIL] = before - n & _MASK
             # Counted with the record's clearing, in this order, so that a daemon dying
             # between the two counts the re-queue again rather than never.
             entry.inflight = NONE
-            w[H_REQUEUED] += n
+            _add(w, H_REQUEUED, n)
         w[H_JOURNAL_ENTRY] = 0
         self.log.info("finished the re-queue of %d item(s) that a previous daemon started", n)
 
@@ -319,11 +328,11 @@ class Recovery:
         self._copy_record_to_ring(index, before - n)
         if crash:
             crash("recovery.copied")
-        w[H_TAIL] = before - n           # commit: the items are at the front again
+        w[H_TAIL] = before - n & _MASK   # commit: the items are at the front again
         if crash:
             crash("recovery.tail")
         entry.inflight = NONE
-        w[H_REQUEUED] += n
+        _add(w, H_REQUEUED, n)
         if crash:
             crash("recovery.record")
         w[H_JOURNAL_ENTRY] = 0

@@ -209,6 +209,31 @@ def test_a_corrupt_slot_in_a_batch_of_views_is_its_error_in_place(fifo_name):
         assert q.get() == b"d"
 
 
+def test_an_epoch_scribbled_to_the_last_value_wraps(procs, fifo_name):
+    """The epoch at 2**64 - 1 (odd: a recovery in progress, for everyone) is reconciled and
+    wraps to 0, as C's words wrap; before, the daemon died of a ValueError."""
+    daemon = procs.daemon(fifo_name, "--size", "4")
+    scribble(fifo_name, word=H_EPOCH, value=2 ** 64 - 1)
+    daemon.wait_for("reconciling")
+    wait_until(lambda: status_of(fifo_name)["recoveries"] == 1, what="the recovery")
+    assert _word(fifo_name, H_EPOCH) == 0
+    import shmfifo
+    with shmfifo.attach(fifo_name) as q:
+        q.put(b"on")
+        assert q.get(timeout=WAIT) == b"on"
+    daemon.signal()
+    assert daemon.wait() == 0
+    no_traceback(daemon)
+
+
+def _word(name, word):
+    seg = Segment.open(name, require_daemon=False, semaphores=False)
+    try:
+        return seg.words[word]
+    finally:
+        seg.close()
+
+
 FUZZ = """
 import os, random, sys, time
 from shmfifo.segment import Segment
